@@ -1,0 +1,356 @@
+#include "agent/vmm/vm.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+
+namespace ferry::vmm {
+namespace {
+
+uint64_t PickSeed(uint64_t preferred) {
+  if (preferred != 0) return preferred;
+  std::random_device rd;
+  return (uint64_t{rd()} << 32) ^ rd();
+}
+
+absl::StatusOr<std::unique_ptr<mmu::GuestMemory>> AllocateMemory(
+    uint64_t bytes) {
+  ASSIGN_OR_RETURN(mmu::GuestMemoryLayout layout, mmu::DefaultLayout(bytes));
+  layout.transparent_hugepages = true;  // a hint; see guest_memory.h
+  return mmu::GuestMemory::Create(layout);
+}
+
+// The workload core's accessors over GuestMemory, for host-side checks.
+uint64_t CheckLoad64(void* opaque, uint64_t gpa) {
+  auto* memory = static_cast<const mmu::GuestMemory*>(opaque);
+  absl::StatusOr<uint8_t*> hva = memory->GpaToHva(gpa, 8);
+  if (!hva.ok()) return 0;  // wl_check_all validated the layout first
+  // SAFETY: 8 bytes inside one slot's mapping (GpaToHva checked); vCPUs may
+  // write concurrently, hence the atomic load.
+  return __atomic_load_n(reinterpret_cast<uint64_t*>(*hva), __ATOMIC_RELAXED);
+}
+void CheckStore64(void*, uint64_t, uint64_t) {}  // wl_check_all never writes
+uint64_t CheckNow(void*) { return 0; }
+
+absl::Status CheckStateHeader(const v1::VmState& state,
+                              const mmu::GuestMemory& memory) {
+  if (state.version() != v1::VM_STATE_VERSION_1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VmState.version ", state.version(), " is not supported (this agent "
+        "reads version ", v1::VM_STATE_VERSION_1, "); upgrade the agent"));
+  }
+  if (memory.total_bytes() != state.spec().memory_bytes()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "restore memory holds ", memory.total_bytes(), " bytes but the saved "
+        "VM had ", state.spec().memory_bytes(), "; copy the whole guest RAM"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Vm::Vm(v1::VmSpec spec, GuestConfig config, uint64_t tsc_hz,
+       std::unique_ptr<mmu::GuestMemory> memory, Backend& backend,
+       const VmOptions& options)
+    : spec_(std::move(spec)),
+      config_(std::move(config)),
+      tsc_hz_(tsc_hz),
+      options_(options),
+      backend_(backend),
+      memory_(std::move(memory)),
+      started_unix_ns_(absl::GetCurrentTimeNanos()) {
+  pause_requested_ = options.start_paused;
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const v1::VmSpec& spec,
+                                               Backend& backend,
+                                               const VmOptions& options) {
+  RETURN_IF_ERROR(backend.Probe());
+  ASSIGN_OR_RETURN(uint32_t max_vcpus, backend.MaxVcpus());
+  ASSIGN_OR_RETURN(GuestConfig config,
+                   ResolveGuestConfig(spec, max_vcpus,
+                                      PickSeed(options.default_seed)));
+  ASSIGN_OR_RETURN(uint64_t tsc_hz, backend.GuestTscHz());
+  ASSIGN_OR_RETURN(std::unique_ptr<mmu::GuestMemory> memory,
+                   AllocateMemory(config.memory_bytes));
+  RETURN_IF_ERROR(LoadGuestImage(MakeGuestParams(config, tsc_hz), *memory));
+  v1::VmSpec resolved = spec;
+  resolved.mutable_workload()->set_seed(config.seed);
+  resolved.set_backend(backend.kind());
+  std::unique_ptr<Vm> vm(new Vm(std::move(resolved), std::move(config), tsc_hz,
+                                std::move(memory), backend, options));
+  RETURN_IF_ERROR(vm->Start([](Machine& m) { return m.Boot(); }));
+  return vm;
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(
+    const v1::VmState& state, std::unique_ptr<mmu::GuestMemory> memory,
+    Backend& backend, const VmOptions& options) {
+  if (memory == nullptr) {
+    return absl::InvalidArgumentError("Vm::Restore: no guest memory given");
+  }
+  RETURN_IF_ERROR(CheckStateHeader(state, *memory));
+  RETURN_IF_ERROR(backend.Probe());
+  ASSIGN_OR_RETURN(uint32_t max_vcpus, backend.MaxVcpus());
+  ASSIGN_OR_RETURN(GuestConfig config,
+                   ResolveGuestConfig(state.spec(), max_vcpus,
+                                      PickSeed(options.default_seed)));
+  // The params page travelled with memory; its tsc_hz is the guest's.
+  ferry_guest_params params;
+  RETURN_IF_ERROR(memory->Read(
+      FERRY_GUEST_PARAMS_GPA,
+      absl::MakeSpan(reinterpret_cast<uint8_t*>(&params), sizeof(params))));
+  std::unique_ptr<Vm> vm(new Vm(state.spec(), std::move(config), params.tsc_hz,
+                                std::move(memory), backend, options));
+  if (state.has_started_time()) {
+    vm->started_unix_ns_ = state.started_time().seconds() * 1000000000 +
+                           state.started_time().nanos();
+  }
+  RETURN_IF_ERROR(
+      vm->Start([&state](Machine& m) { return m.Restore(state); }));
+  return vm;
+}
+
+absl::Status Vm::Start(const std::function<absl::Status(Machine&)>& init) {
+  ASSIGN_OR_RETURN(machine_, backend_.CreateMachine(config_, *memory_));
+  RETURN_IF_ERROR(init(*machine_));
+  threads_.reserve(config_.vcpu_count);
+  for (uint32_t i = 0; i < config_.vcpu_count; ++i) {
+    threads_.emplace_back([this, i] { VcpuLoop(i); });
+  }
+  return absl::OkStatus();
+}
+
+Vm::~Vm() { StopThreads(); }
+
+void Vm::StopThreads() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  KickAll();
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+void Vm::KickAll() {
+  for (size_t i = 0; i < threads_.size(); ++i) machine_->vcpu(i).Kick();
+}
+
+bool Vm::Runnable() const {
+  return !stopping_ && !pause_requested_ && !failed_;
+}
+
+void Vm::VcpuLoop(uint32_t index) {
+  Vcpu& vcpu = machine_->vcpu(index);
+  vcpu.BindToCurrentThread();
+  while (WaitUntilRunnable(vcpu)) {
+    absl::StatusOr<VcpuExit> exit = vcpu.Run();
+    if (!exit.ok()) {
+      Fail(absl::StrCat("vCPU ", index, ": ", exit.status().ToString()));
+      continue;
+    }
+    HandleExit(index, *exit);
+  }
+}
+
+bool Vm::WaitUntilRunnable(Vcpu& vcpu) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (Runnable()) return true;
+  }
+  // Outside the lock: this may enter the kernel (KVM_RUN, immediate_exit).
+  absl::Status quiesced = vcpu.Quiesce();
+  if (!quiesced.ok()) {
+    Fail(absl::StrCat("vCPU ", vcpu.index(), ": ", quiesced.ToString()));
+  }
+  absl::MutexLock lock(&mu_);
+  ++parked_;
+  mu_.Await(absl::Condition(
+      +[](Vm* vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(vm->mu_) {
+        return vm->stopping_ || vm->Runnable();
+      },
+      this));
+  --parked_;
+  return !stopping_;
+}
+
+void Vm::HandleExit(uint32_t index, const VcpuExit& exit) {
+  switch (exit.kind) {
+    case VcpuExit::Kind::kKicked:
+      return;  // the loop re-checks the flags
+    case VcpuExit::Kind::kGuestEvent: {
+      {
+        absl::MutexLock lock(&mu_);
+        ++guest_events_;
+      }
+      if (exit.event_code == FERRY_GUEST_EVENT_FATAL) {
+        Fail(absl::StrCat("guest vCPU ", index, " stopped itself: fatal code ",
+                          exit.event_arg, " (FERRY_GUEST_FATAL_*, abi.h)"));
+      }
+      return;
+    }
+    case VcpuExit::Kind::kDirtyRingFull: {
+      RingFullHandler handler;
+      {
+        absl::MutexLock lock(&mu_);
+        ++ring_full_exits_;
+        handler = ring_full_handler_;
+      }
+      absl::Status s = handler ? handler(index)
+                               : absl::FailedPreconditionError(
+                                     "dirty ring full but no tracker harvests "
+                                     "it; set a RingFullHandler");
+      if (!s.ok()) Fail(absl::StrCat("vCPU ", index, ": ", s.ToString()));
+      return;
+    }
+    case VcpuExit::Kind::kShutdown:
+      Fail(absl::StrCat("vCPU ", index, ": ", exit.detail));
+      return;
+  }
+}
+
+void Vm::Fail(const std::string& message) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (failed_) return;
+    failed_ = true;
+    failure_ = message;
+  }
+  std::fprintf(stderr, "ferry vmm: VM %s failed: %s\n", spec_.name().c_str(),
+               message.c_str());
+  KickAll();  // the other vCPUs park
+}
+
+absl::Status Vm::Pause() {
+  {
+    absl::MutexLock lock(&mu_);
+    pause_requested_ = true;
+  }
+  KickAll();
+  absl::MutexLock lock(&mu_);
+  const uint32_t n = static_cast<uint32_t>(threads_.size());
+  auto all_parked = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return parked_ == n;
+  };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&all_parked),
+                            options_.pause_timeout)) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "Pause: only ", parked_, " of ", n, " vCPUs parked within ",
+        absl::FormatDuration(options_.pause_timeout)));
+  }
+  ++pause_count_;
+  return absl::OkStatus();
+}
+
+absl::Status Vm::Resume() {
+  absl::MutexLock lock(&mu_);
+  if (failed_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Resume: the VM failed (", failure_, "); destroy it"));
+  }
+  pause_requested_ = false;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::VmState> Vm::Save() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!pause_requested_ || parked_ != threads_.size()) {
+      return absl::FailedPreconditionError(
+          "Save: the VM is running; Pause() it first");
+    }
+  }
+  v1::VmState state;
+  state.set_version(v1::VM_STATE_VERSION_1);
+  *state.mutable_spec() = spec_;
+  state.mutable_memory()->set_page_size_bytes(mmu::kPageSize);
+  for (const mmu::Memslot& s : memory_->slots()) {
+    v1::Memslot* m = state.mutable_memory()->add_memslots();
+    m->set_slot_id(s.slot);
+    m->set_gpa(s.gpa);
+    m->set_size_bytes(s.size);
+    m->set_name("ram");
+  }
+  RETURN_IF_ERROR(machine_->Save(&state));
+  GuestTotals totals = ReadGuestTotals(*memory_, config_.vcpu_count);
+  state.mutable_guest()->set_iterations(totals.iterations);
+  state.mutable_guest()->set_pages_written(totals.pages_written);
+  state.mutable_guest()->set_pages_verified(totals.pages_verified);
+  state.set_selfcheck_errors(totals.selfcheck_errors);
+  const int64_t now = absl::GetCurrentTimeNanos();
+  state.mutable_started_time()->set_seconds(started_unix_ns_ / 1000000000);
+  state.mutable_started_time()->set_nanos(started_unix_ns_ % 1000000000);
+  state.mutable_saved_time()->set_seconds(now / 1000000000);
+  state.mutable_saved_time()->set_nanos(now % 1000000000);
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) == 0) state.set_saved_on_host(host);
+  return state;
+}
+
+absl::StatusOr<wl_check_result> Vm::CheckGuestMemory() const {
+  static const wl_host_ops kOps = {CheckLoad64, CheckStore64, CheckNow,
+                                   nullptr, nullptr};
+  wl_ctx ctx{nullptr, 0, &kOps, const_cast<mmu::GuestMemory*>(memory_.get())};
+  wl_check_result result{};
+  const uint64_t code = wl_check_all(&ctx, &result);
+  if (code != FERRY_GUEST_FATAL_NONE) {
+    return absl::DataLossError(absl::StrCat(
+        "guest params page is not trustworthy (FERRY_GUEST_FATAL ", code, ")"));
+  }
+  return result;
+}
+
+v1::VmPhase Vm::phase() const {
+  absl::MutexLock lock(&mu_);
+  if (failed_) return v1::VM_PHASE_FAILED;
+  if (stopping_) return v1::VM_PHASE_DELETING;
+  if (pause_requested_) return v1::VM_PHASE_PAUSED;
+  return v1::VM_PHASE_RUNNING;
+}
+
+VmStats Vm::Stats() const {
+  VmStats stats;
+  stats.phase = phase();
+  stats.backend = std::string(backend_.name());
+  stats.guest = ReadGuestTotals(*memory_, config_.vcpu_count);
+  absl::MutexLock lock(&mu_);
+  stats.message = failure_;
+  stats.guest_events = guest_events_;
+  stats.ring_full_exits = ring_full_exits_;
+  stats.pause_count = pause_count_;
+  return stats;
+}
+
+absl::StatusOr<std::unique_ptr<mmu::DirtyTracker>> Vm::CreateDirtyTracker(
+    mmu::DirtyTrackingMode mode) {
+  return machine_->CreateDirtyTracker(mode);
+}
+
+void Vm::SetRingFullHandler(RingFullHandler handler) {
+  absl::MutexLock lock(&mu_);
+  ring_full_handler_ = std::move(handler);
+}
+
+absl::string_view VcpuExitKindName(VcpuExit::Kind kind) {
+  switch (kind) {
+    case VcpuExit::Kind::kKicked:
+      return "kicked";
+    case VcpuExit::Kind::kGuestEvent:
+      return "guest-event";
+    case VcpuExit::Kind::kDirtyRingFull:
+      return "dirty-ring-full";
+    case VcpuExit::Kind::kShutdown:
+      return "shutdown";
+  }
+  return "unknown";
+}
+
+}  // namespace ferry::vmm
