@@ -90,6 +90,9 @@ FERRY_KVM_IOCTL(kSetXsave, KVM_SET_XSAVE, kVcpu, kXsave);
 FERRY_KVM_IOCTL(kGetXsave2, KVM_GET_XSAVE2, kVcpu, kXsave2);
 FERRY_KVM_IOCTL(kGetXcrs, KVM_GET_XCRS, kVcpu, kXcrs);
 FERRY_KVM_IOCTL(kSetXcrs, KVM_SET_XCRS, kVcpu, kXcrs);
+// The guest TSC rate must follow the VM across hosts with a different TSC.
+FERRY_KVM_IOCTL(kGetTscKhz, KVM_GET_TSC_KHZ, kVcpu, kGetTscKhz);
+FERRY_KVM_IOCTL(kSetTscKhz, KVM_SET_TSC_KHZ, kVcpu, kTscControl);
 
 #undef FERRY_KVM_IOCTL
 

@@ -132,13 +132,34 @@ void VcpuFd::set_immediate_exit(bool value) {
 absl::Status VcpuFd::CompletePendingExit() {
   set_immediate_exit(true);
   absl::StatusOr<RunResult> result = Run();
-  set_immediate_exit(false);
   if (!result.ok()) return result.status();
   if (*result == RunResult::kExit) {
     return absl::FailedPreconditionError(absl::StrCat(
         "KVM_RUN ", Name(), " with immediate_exit: the pending instruction ",
         "produced another exit (", ExitReasonName(exit_reason()),
         "); handle it and call CompletePendingExit again"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> VcpuFd::GetTscKhz() const {
+  int r = IoctlValue<kGetTscKhz>(fd_);
+  if (r < 0) return IoctlError(kGetTscKhz, Name(), -r);
+  return static_cast<uint32_t>(r);
+}
+
+absl::Status VcpuFd::SetTscKhz(uint32_t khz) const {
+  if (khz == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KVM_SET_TSC_KHZ ", Name(), ": 0 kHz; pass the source's GetTscKhz()"));
+  }
+  int r = IoctlValue<kSetTscKhz>(fd_, khz);
+  if (r < 0) {
+    return IoctlError(
+        kSetTscKhz, absl::StrCat(Name(), " khz=", khz), -r,
+        r == -EINVAL ? "the host cannot scale the TSC to that rate "
+                       "(KVM_CAP_TSC_CONTROL / TSC scaling missing)"
+                     : "");
   }
   return absl::OkStatus();
 }

@@ -90,7 +90,16 @@ class VcpuFd {
   // updated on the next KVM_RUN. This enters with immediate_exit set so the
   // kernel completes the instruction and returns without running more guest
   // code; call it before saving state (api.rst, "kvm_run" notes).
+  // It leaves immediate_exit set: the vCPU is being stopped, and clearing it
+  // here could swallow a kick another thread sent meanwhile. Whoever runs
+  // the vCPU next clears it once it has decided to run.
   absl::Status CompletePendingExit();
+
+  // The guest's TSC frequency in kHz (KVM_GET_TSC_KHZ). A migration carries
+  // it and the destination sets it with SetTscKhz (needs
+  // KVM_CAP_TSC_CONTROL), so guest time does not change speed.
+  absl::StatusOr<uint32_t> GetTscKhz() const;
+  absl::Status SetTscKhz(uint32_t khz) const;
 
   uint32_t exit_reason() const;
   // The raw shared struct, for exits without a typed accessor.

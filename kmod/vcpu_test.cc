@@ -49,6 +49,11 @@ TEST(VcpuBadFdTest, IoctlsOnANonVcpuFdSayENOTTY) {
   EXPECT_THAT(vcpu.SetMsrs({{0x10, 0}}).message(),
               HasSubstr("KVM_SET_MSRS vcpu 2 nmsrs=1: ENOTTY"));
   EXPECT_THAT(vcpu.CompletePendingExit().message(), HasSubstr("ENOTTY"));
+  EXPECT_THAT(vcpu.GetTscKhz().status().message(),
+              HasSubstr("KVM_GET_TSC_KHZ vcpu 2: ENOTTY"));
+  EXPECT_THAT(vcpu.SetTscKhz(2000000).message(),
+              HasSubstr("KVM_SET_TSC_KHZ vcpu 2 khz=2000000: ENOTTY"));
+  EXPECT_EQ(vcpu.SetTscKhz(0).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(vcpu.dirty_ring(), nullptr);
 }
 
@@ -213,6 +218,16 @@ TEST(VcpuGuestTest, RunsTheCpl3GuestToItsOutExit) {
   EXPECT_EQ(guest->ReadDataWord(7), 0xabcdu);
   EXPECT_EQ(guest->ReadDataWord(1), 0u);
   EXPECT_TRUE(vcpu->CompletePendingExit().ok());
+  // Left set on purpose, so a concurrent kick is never swallowed.
+  EXPECT_EQ(vcpu->run().immediate_exit, 1);
+  // The TSC rate reads back and can be set to itself.
+  absl::StatusOr<uint32_t> khz = vcpu->GetTscKhz();
+  if (khz.ok()) {
+    EXPECT_GT(*khz, 0u);
+    if (kvm.CheckExtension(Cap::kTscControl).value_or(0) > 0) {
+      EXPECT_TRUE(vcpu->SetTscKhz(*khz).ok());
+    }
+  }
 }
 
 }  // namespace

@@ -68,7 +68,12 @@ absl::Status KvmMachine::Save(v1::VmState* state) {
   v1::KvmVcpuStates* out = state->mutable_kvm();
   for (auto& v : vcpus_) {
     ASSIGN_OR_RETURN(kmod::VcpuState s, kmod::SaveVcpuState(v->fd(), options));
-    *out->add_vcpus() = VcpuStateToProto(v->index(), s);
+    v1::VcpuState* p = out->add_vcpus();
+    *p = VcpuStateToProto(v->index(), s);
+    // Optional (KVM_CAP_GET_TSC_KHZ); 0 in the proto means "unknown".
+    if (absl::StatusOr<uint32_t> khz = v->fd().GetTscKhz(); khz.ok()) {
+      p->set_tsc_khz(*khz);
+    }
   }
   ASSIGN_OR_RETURN(kvm_clock_data clock, vm_.GetClock());
   state->mutable_clock()->set_clock_ns(clock.clock);
@@ -77,6 +82,25 @@ absl::Status KvmMachine::Save(v1::VmState* state) {
   state->mutable_clock()->set_host_tsc(clock.host_tsc);
   return absl::OkStatus();
 }
+
+namespace {
+
+// The guest calibrated its pacing against the source's TSC rate: on a host
+// whose TSC ticks at another rate the destination must scale it (TSC
+// scaling, KVM_SET_TSC_KHZ) or guest time would change speed.
+absl::Status MatchTscRate(const kmod::VcpuFd& vcpu, uint32_t source_khz) {
+  if (source_khz == 0) return absl::OkStatus();  // source did not know
+  absl::StatusOr<uint32_t> here = vcpu.GetTscKhz();
+  if (here.ok() && *here == source_khz) return absl::OkStatus();
+  absl::Status set = vcpu.SetTscKhz(source_khz);
+  if (set.ok()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the source guest's TSC runs at ", source_khz, " kHz and this host "
+      "cannot match it (", set.message(), "); migrate to a host with the "
+      "same TSC rate or with TSC scaling"));
+}
+
+}  // namespace
 
 absl::Status KvmMachine::Restore(const v1::VmState& state) {
   if (!state.has_kvm()) {
@@ -97,6 +121,7 @@ absl::Status KvmMachine::Restore(const v1::VmState& state) {
           absl::StrCat("VmState vCPU index ", p.vcpu_index(), " out of range"));
     }
     ASSIGN_OR_RETURN(kmod::VcpuState s, VcpuStateFromProto(p));
+    RETURN_IF_ERROR(MatchTscRate(vcpus_[p.vcpu_index()]->fd(), p.tsc_khz()));
     RETURN_IF_ERROR(
         kmod::RestoreVcpuState(vcpus_[p.vcpu_index()]->fd(), s, options));
   }
