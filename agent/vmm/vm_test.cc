@@ -17,7 +17,7 @@
 #include "absl/time/time.h"
 #include "agent/vmm/kvm/kvm_backend.h"
 #include "agent/vmm/soft/soft_backend.h"
-#include "agent/vmm/soft/testing/direct_memory_port.h"
+#include "agent/vmm/soft/softmmu_port.h"
 #include "gtest/gtest.h"
 #include "mmu/dirty_set.h"
 
@@ -36,7 +36,7 @@ std::vector<BackendCase> AllBackends() {
       {"soft",
        [] {
          return std::make_unique<SoftBackend>(
-             testing::DirectMemoryPortFactory());
+             SoftMmuPortFactory());
        }},
       {"kvm", [] { return std::make_unique<KvmBackend>(); }},
   };

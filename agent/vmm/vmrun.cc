@@ -28,7 +28,7 @@
 #include "absl/time/time.h"
 #include "agent/vmm/kvm/kvm_backend.h"
 #include "agent/vmm/soft/soft_backend.h"
-#include "agent/vmm/soft/testing/direct_memory_port.h"
+#include "agent/vmm/soft/softmmu_port.h"
 #include "agent/vmm/vm.h"
 #include "mmu/dirty_rate.h"
 #include "mmu/dirty_set.h"
@@ -98,7 +98,7 @@ std::vector<char*> UnderscoreFlags(int argc, char** argv,
 
 std::unique_ptr<Backend> PickBackend(const std::string& which) {
   if (which == "soft") {
-    return std::make_unique<SoftBackend>(testing::DirectMemoryPortFactory());
+    return std::make_unique<SoftBackend>(SoftMmuPortFactory());
   }
   auto kvm = std::make_unique<KvmBackend>(absl::GetFlag(FLAGS_kvm_device));
   absl::Status probe = kvm->Probe();
@@ -110,7 +110,7 @@ std::unique_ptr<Backend> PickBackend(const std::string& which) {
   }
   std::printf("vmrun: KVM is unavailable (%s); falling back to the soft "
               "backend\n", probe.ToString().c_str());
-  return std::make_unique<SoftBackend>(testing::DirectMemoryPortFactory());
+  return std::make_unique<SoftBackend>(SoftMmuPortFactory());
 }
 
 std::string Mbps(double bytes_per_s) {
