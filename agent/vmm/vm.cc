@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
+#include "mmu/kvm/ring_tracker.h"
 
 namespace ferry::vmm {
 namespace {
@@ -198,16 +199,18 @@ void Vm::HandleExit(uint32_t index, const VcpuExit& exit) {
       return;
     }
     case VcpuExit::Kind::kDirtyRingFull: {
-      RingFullHandler handler;
       {
         absl::MutexLock lock(&mu_);
         ++ring_full_exits_;
-        handler = ring_full_handler_;
       }
-      absl::Status s = handler ? handler(index)
+      absl::Status s;
+      {
+        absl::ReaderMutexLock lock(&ring_mu_);
+        s = ring_full_handler_ ? ring_full_handler_(index)
                                : absl::FailedPreconditionError(
                                      "dirty ring full but no tracker harvests "
-                                     "it; set a RingFullHandler");
+                                     "it; track with mode ring");
+      }
       if (!s.ok()) Fail(absl::StrCat("vCPU ", index, ": ", s.ToString()));
       return;
     }
@@ -329,13 +332,61 @@ VmStats Vm::Stats() const {
   return stats;
 }
 
+namespace {
+
+// A ring tracker that, while it lives, is where the Vm sends the vCPUs'
+// KVM_EXIT_DIRTY_RING_FULL. Forwards the whole DirtyTracker interface.
+class RingTrackerLease : public mmu::DirtyTracker {
+ public:
+  RingTrackerLease(std::unique_ptr<mmu::DirtyTracker> inner, Vm* vm)
+      : inner_(std::move(inner)), vm_(vm) {
+    mmu::kvm::RingTracker* ring = mmu::kvm::AsRingTracker(inner_.get());
+    vm_->SetRingFullHandler([ring](uint32_t vcpu) {
+      return ring->OnRingFull(static_cast<int>(vcpu));
+    });
+  }
+  ~RingTrackerLease() override {
+    vm_->SetRingFullHandler(nullptr);  // waits out a running handler
+  }
+
+  mmu::DirtyTrackingMode mode() const override { return inner_->mode(); }
+  absl::Status Start(absl::Span<const mmu::Memslot> slots) override {
+    return inner_->Start(slots);
+  }
+  absl::StatusOr<mmu::CollectStats> Collect(mmu::DirtySet* out) override {
+    return inner_->Collect(out);
+  }
+  bool needs_reprotect() const override { return inner_->needs_reprotect(); }
+  absl::Status Reprotect(uint32_t slot, uint64_t first_page,
+                         uint64_t npages) override {
+    return inner_->Reprotect(slot, first_page, npages);
+  }
+  absl::Status ReprotectRuns(absl::Span<const mmu::PageRun> runs) override {
+    return inner_->ReprotectRuns(runs);
+  }
+  bool has_per_vcpu_counts() const override {
+    return inner_->has_per_vcpu_counts();
+  }
+  absl::Status Stop() override { return inner_->Stop(); }
+
+ private:
+  std::unique_ptr<mmu::DirtyTracker> inner_;
+  Vm* const vm_;
+};
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<mmu::DirtyTracker>> Vm::CreateDirtyTracker(
     mmu::DirtyTrackingMode mode) {
-  return machine_->CreateDirtyTracker(mode);
+  ASSIGN_OR_RETURN(std::unique_ptr<mmu::DirtyTracker> tracker,
+                   machine_->CreateDirtyTracker(mode));
+  if (mmu::kvm::AsRingTracker(tracker.get()) == nullptr) return tracker;
+  return std::unique_ptr<mmu::DirtyTracker>(
+      new RingTrackerLease(std::move(tracker), this));
 }
 
 void Vm::SetRingFullHandler(RingFullHandler handler) {
-  absl::MutexLock lock(&mu_);
+  absl::WriterMutexLock lock(&ring_mu_);
   ring_full_handler_ = std::move(handler);
 }
 

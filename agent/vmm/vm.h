@@ -102,7 +102,10 @@ class Vm {
   // Dirty tracking hooks.
   absl::StatusOr<std::unique_ptr<mmu::DirtyTracker>> CreateDirtyTracker(
       mmu::DirtyTrackingMode mode);
-  void SetRingFullHandler(RingFullHandler handler) ABSL_LOCKS_EXCLUDED(mu_);
+  // With a ring tracker (kRing) the Vm routes KVM_EXIT_DIRTY_RING_FULL to
+  // its OnRingFull for as long as the tracker lives; other callers may set a
+  // handler of their own (tests). Blocks until no vCPU runs the old one.
+  void SetRingFullHandler(RingFullHandler handler) ABSL_LOCKS_EXCLUDED(ring_mu_);
 
   // The spec with everything resolved (e.g. the seed actually used).
   const v1::VmSpec& spec() const { return spec_; }
@@ -150,7 +153,11 @@ class Vm {
   uint64_t guest_events_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t ring_full_exits_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pause_count_ ABSL_GUARDED_BY(mu_) = 0;
-  RingFullHandler ring_full_handler_ ABSL_GUARDED_BY(mu_);
+  // Held shared while a vCPU thread runs the handler and exclusively while
+  // it is replaced, so a tracker is never called after its owner destroyed
+  // it (the ring tracker lease in vm.cc clears the handler first).
+  mutable absl::Mutex ring_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  RingFullHandler ring_full_handler_ ABSL_GUARDED_BY(ring_mu_);
 };
 
 }  // namespace ferry::vmm

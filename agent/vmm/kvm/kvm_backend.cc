@@ -13,6 +13,7 @@
 #include "agent/vmm/tsc_calibration.h"
 #include "common/status_macros.h"
 #include "kmod/vcpu_state.h"
+#include "mmu/kvm/select.h"
 
 namespace ferry::vmm {
 namespace {
@@ -39,6 +40,28 @@ absl::StatusOr<std::vector<std::unique_ptr<KvmVcpu>>> CreateVcpus(
     vcpus.push_back(std::make_unique<KvmVcpu>(i, std::move(fd)));
   }
   return vcpus;
+}
+
+// The ring must exist before the first vCPU, long before anyone asks for
+// dirty tracking, so "auto" turns it on whenever the kernel offers it: it
+// is the cheapest mode (cost per dirty page, per-vCPU rates) and costs
+// nothing while logging is off. With the ring on, KVM_GET_DIRTY_LOG is
+// refused (ENXIO), so such a VM tracks with mode ring only.
+absl::Status MaybeEnableDirtyRing(kmod::VmFd& vm) {
+  uint64_t max_bytes = 0;
+  for (kmod::Cap cap :
+       {kmod::Cap::kDirtyLogRingAcqRel, kmod::Cap::kDirtyLogRing}) {
+    absl::StatusOr<int> v = vm.CheckExtension(cap);
+    if (v.ok() && *v > 0) {
+      max_bytes = static_cast<uint64_t>(*v);
+      break;
+    }
+  }
+  ASSIGN_OR_RETURN(uint32_t bytes,
+                   mmu::kvm::ShouldEnableDirtyRing(
+                       mmu::DirtyTrackingMode::kUnspecified, max_bytes));
+  if (bytes == 0) return absl::OkStatus();
+  return vm.EnableDirtyRing(bytes);
 }
 
 }  // namespace
@@ -132,11 +155,17 @@ absl::Status KvmMachine::Restore(const v1::VmState& state) {
 
 absl::StatusOr<std::unique_ptr<mmu::DirtyTracker>>
 KvmMachine::CreateDirtyTracker(mmu::DirtyTrackingMode mode) {
-  // The bitmap/clear-log/ring trackers belong in mmu/ (DESIGN.md); until
-  // they land there is nothing to hand out.
-  return absl::UnimplementedError(absl::StrCat(
-      "KVM dirty tracker for mode ", mmu::DirtyTrackingModeName(mode),
-      " is not available yet (mmu/ KVM trackers pending)"));
+  std::vector<kmod::DirtyRing*> rings;
+  for (auto& v : vcpus_) {
+    if (kmod::DirtyRing* ring = v->fd().dirty_ring()) rings.push_back(ring);
+  }
+  const bool all_rings = !rings.empty() && rings.size() == vcpus_.size();
+  ASSIGN_OR_RETURN(mmu::kvm::DirtyTrackingCaps caps,
+                   mmu::kvm::ProbeDirtyTrackingCaps(vm_, all_rings));
+  ASSIGN_OR_RETURN(mmu::DirtyTrackingMode chosen,
+                   mmu::kvm::ChooseDirtyTrackingMode(mode, caps));
+  if (!all_rings) rings.clear();
+  return mmu::kvm::CreateKvmDirtyTracker(chosen, &vm_, std::move(rings));
 }
 
 uint64_t KvmMachine::GuestTicks() const { return __rdtsc(); }
@@ -175,6 +204,7 @@ absl::StatusOr<std::unique_ptr<Machine>> KvmBackend::CreateMachine(
   ASSIGN_OR_RETURN(const kmod::Kvm* kvm, Device());
   RETURN_IF_ERROR(WriteLongModeTables(memory));
   ASSIGN_OR_RETURN(kmod::VmFd vm, kvm->CreateVm());
+  RETURN_IF_ERROR(MaybeEnableDirtyRing(vm));
   RETURN_IF_ERROR(vm.SetTssAddr(kTssAddr));
   RETURN_IF_ERROR(RegisterMemslots(vm, memory));
   ASSIGN_OR_RETURN(std::vector<std::unique_ptr<KvmVcpu>> vcpus,
