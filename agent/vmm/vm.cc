@@ -15,6 +15,9 @@
 namespace ferry::vmm {
 namespace {
 
+// The throttle's timeslice (QEMU: CPU_THROTTLE_TIMESLICE_NS).
+constexpr absl::Duration kThrottleTimeslice = absl::Milliseconds(10);
+
 uint64_t PickSeed(uint64_t preferred) {
   if (preferred != 0) return preferred;
   std::random_device rd;
@@ -98,31 +101,95 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(
     return absl::InvalidArgumentError("Vm::Restore: no guest memory given");
   }
   RETURN_IF_ERROR(CheckStateHeader(state, *memory));
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
+                   CreateIncoming(state.spec(), std::move(memory), backend,
+                                  options));
+  RETURN_IF_ERROR(vm->LoadState(state));
+  if (!options.start_paused) RETURN_IF_ERROR(vm->Resume());
+  return vm;
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::CreateIncoming(
+    const v1::VmSpec& spec, std::unique_ptr<mmu::GuestMemory> memory,
+    Backend& backend, const VmOptions& options) {
+  if (memory == nullptr) {
+    return absl::InvalidArgumentError("Vm::CreateIncoming: no guest memory given");
+  }
   RETURN_IF_ERROR(backend.Probe());
   ASSIGN_OR_RETURN(uint32_t max_vcpus, backend.MaxVcpus());
   ASSIGN_OR_RETURN(GuestConfig config,
-                   ResolveGuestConfig(state.spec(), max_vcpus,
+                   ResolveGuestConfig(spec, max_vcpus,
                                       PickSeed(options.default_seed)));
+  if (memory->total_bytes() != config.memory_bytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "incoming memory holds ", memory->total_bytes(), " bytes but the spec "
+        "says ", config.memory_bytes));
+  }
+  // Until LoadState reads the guest's own (its params page travels with
+  // memory), the host's.
+  ASSIGN_OR_RETURN(uint64_t tsc_hz, backend.GuestTscHz());
+  VmOptions paused = options;
+  paused.start_paused = true;
+  std::unique_ptr<Vm> vm(new Vm(spec, std::move(config), tsc_hz,
+                                std::move(memory), backend, paused));
+  {
+    absl::MutexLock lock(&vm->mu_);
+    vm->loaded_ = false;
+  }
+  RETURN_IF_ERROR(vm->Start([](Machine&) { return absl::OkStatus(); }));
+  return vm;
+}
+
+absl::Status Vm::LoadState(const v1::VmState& state) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (loaded_) {
+      return absl::FailedPreconditionError(
+          "LoadState: only a CreateIncoming shell that was never loaded");
+    }
+    if (failed_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("LoadState: the VM failed (", failure_, ")"));
+    }
+  }
+  RETURN_IF_ERROR(CheckStateHeader(state, *memory_));
+  ASSIGN_OR_RETURN(uint32_t max_vcpus, backend_.MaxVcpus());
+  ASSIGN_OR_RETURN(GuestConfig config,
+                   ResolveGuestConfig(state.spec(), max_vcpus,
+                                      PickSeed(options_.default_seed)));
+  if (config.vcpu_count != config_.vcpu_count ||
+      config.memory_bytes != config_.memory_bytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "LoadState: the state is for ", config.vcpu_count, " vCPUs / ",
+        config.memory_bytes, " bytes, the shell has ", config_.vcpu_count,
+        " / ", config_.memory_bytes));
+  }
   // The params page travelled with memory; its tsc_hz is the guest's.
   ferry_guest_params params;
-  RETURN_IF_ERROR(memory->Read(
+  RETURN_IF_ERROR(memory_->Read(
       FERRY_GUEST_PARAMS_GPA,
       absl::MakeSpan(reinterpret_cast<uint8_t*>(&params), sizeof(params))));
-  std::unique_ptr<Vm> vm(new Vm(state.spec(), std::move(config), params.tsc_hz,
-                                std::move(memory), backend, options));
+  // The vCPU threads are parked and never ran: nobody else touches the
+  // machine, spec or config until loaded_ is set.
+  RETURN_IF_ERROR(machine_->Restore(state));
+  spec_ = state.spec();
+  config_ = std::move(config);
+  tsc_hz_ = params.tsc_hz;
   if (state.has_started_time()) {
-    vm->started_unix_ns_ = state.started_time().seconds() * 1000000000 +
-                           state.started_time().nanos();
+    started_unix_ns_ = state.started_time().seconds() * 1000000000 +
+                       state.started_time().nanos();
   }
-  RETURN_IF_ERROR(
-      vm->Start([&state](Machine& m) { return m.Restore(state); }));
-  return vm;
+  absl::MutexLock lock(&mu_);
+  loaded_ = true;
+  return absl::OkStatus();
 }
 
 absl::Status Vm::Start(const std::function<absl::Status(Machine&)>& init) {
   ASSIGN_OR_RETURN(machine_, backend_.CreateMachine(config_, *memory_));
   RETURN_IF_ERROR(init(*machine_));
   threads_.reserve(config_.vcpu_count);
+  throttle_tick_.reset(new std::atomic<bool>[config_.vcpu_count]);
+  for (uint32_t i = 0; i < config_.vcpu_count; ++i) throttle_tick_[i] = false;
   for (uint32_t i = 0; i < config_.vcpu_count; ++i) {
     threads_.emplace_back([this, i] { VcpuLoop(i); });
   }
@@ -138,7 +205,69 @@ void Vm::StopThreads() {
   }
   KickAll();
   for (std::thread& t : threads_) t.join();
+  if (throttle_thread_.joinable()) throttle_thread_.join();
   threads_.clear();
+}
+
+absl::Status Vm::SetThrottle(uint32_t percent) {
+  if (percent > 99) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetThrottle: ", percent, "% is outside 0-99"));
+  }
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::FailedPreconditionError("SetThrottle: VM stopping");
+  throttle_percent_ = percent;
+  if (percent > 0 && !throttle_thread_.joinable()) {
+    throttle_thread_ = std::thread([this] { ThrottleLoop(); });
+  }
+  return absl::OkStatus();
+}
+
+uint32_t Vm::throttle_percent() const {
+  absl::MutexLock lock(&mu_);
+  return throttle_percent_;
+}
+
+void Vm::ThrottleLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Vm* vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(vm->mu_) {
+            return vm->stopping_ || vm->throttle_percent_ > 0;
+          },
+          this));
+      if (stopping_) return;
+    }
+    // One timeslice: every vCPU sleeps its share once, out of the guest.
+    for (size_t i = 0; i < threads_.size(); ++i) {
+      throttle_tick_[i].store(true, std::memory_order_release);
+    }
+    KickAll();
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), kThrottleTimeslice);
+    if (stopping_) return;
+  }
+}
+
+void Vm::ThrottleSleep(uint32_t index) {
+  if (!throttle_tick_[index].exchange(false, std::memory_order_acq_rel)) return;
+  absl::MutexLock lock(&mu_);
+  const uint32_t percent = throttle_percent_;
+  if (percent == 0 || !Runnable()) return;
+  ++throttle_sleeps_;
+  struct Wake {
+    Vm* vm;
+    uint32_t percent;
+  } wake{this, percent};
+  // Ends early for a pause, a stop or a new setting.
+  mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](Wake* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->vm->mu_) {
+            return !w->vm->Runnable() || w->vm->throttle_percent_ != w->percent;
+          },
+          &wake),
+      kThrottleTimeslice * percent / 100);
 }
 
 void Vm::KickAll() {
@@ -153,6 +282,7 @@ void Vm::VcpuLoop(uint32_t index) {
   Vcpu& vcpu = machine_->vcpu(index);
   vcpu.BindToCurrentThread();
   while (WaitUntilRunnable(vcpu)) {
+    ThrottleSleep(index);
     absl::StatusOr<VcpuExit> exit = vcpu.Run();
     if (!exit.ok()) {
       Fail(absl::StrCat("vCPU ", index, ": ", exit.status().ToString()));
@@ -259,6 +389,10 @@ absl::Status Vm::Resume() {
     return absl::FailedPreconditionError(
         absl::StrCat("Resume: the VM failed (", failure_, "); destroy it"));
   }
+  if (!loaded_) {
+    return absl::FailedPreconditionError(
+        "Resume: an incoming VM shell has no state yet; LoadState first");
+  }
   pause_requested_ = false;
   return absl::OkStatus();
 }
@@ -329,6 +463,8 @@ VmStats Vm::Stats() const {
   stats.guest_events = guest_events_;
   stats.ring_full_exits = ring_full_exits_;
   stats.pause_count = pause_count_;
+  stats.throttle_percent = throttle_percent_;
+  stats.throttle_sleeps = throttle_sleeps_;
   return stats;
 }
 

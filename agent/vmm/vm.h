@@ -13,12 +13,19 @@
 // parking thread first calls Vcpu::Quiesce() (KVM: completes a half-done
 // I/O instruction, KVM-FACTS.md), then counts itself in parked_.
 //
+// Throttle (SetThrottle, auto-converge): like QEMU's cpu-throttle, a timer
+// thread kicks every vCPU once per ~10 ms timeslice and each vCPU thread
+// then sleeps `percent` of the timeslice before it runs again (KVM: out of
+// KVM_RUN; soft: between steps). Nothing of it lives in guest memory; it
+// is not saved and a restored VM starts unthrottled.
+//
 // Teardown order: stop and join the threads, destroy the Machine (vCPU and
 // VM fds, mappings), then the GuestMemory. Any DirtyTracker made by
 // CreateDirtyTracker() must be destroyed before the Vm.
 #ifndef FERRY_AGENT_VMM_VM_H_
 #define FERRY_AGENT_VMM_VM_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -59,6 +66,8 @@ struct VmStats {
   uint64_t guest_events = 0;     // events the guest sent (STARTED, ...)
   uint64_t ring_full_exits = 0;  // KVM_EXIT_DIRTY_RING_FULL handled
   uint64_t pause_count = 0;
+  uint32_t throttle_percent = 0;  // SetThrottle
+  uint64_t throttle_sleeps = 0;   // timeslices a vCPU slept for the throttle
 };
 
 class Vm {
@@ -79,6 +88,20 @@ class Vm {
       const v1::VmState& state, std::unique_ptr<mmu::GuestMemory> memory,
       Backend& backend, const VmOptions& options = {});
 
+  // A migration destination's shell: validates `spec`, creates the machine
+  // over `memory` (same size; it receives the guest's pages later) and
+  // starts the vCPU threads parked, so that LoadState() — inside the
+  // migration's downtime — only loads state. Paused whatever `options`
+  // says; Resume() is refused until LoadState() succeeded.
+  static absl::StatusOr<std::unique_ptr<Vm>> CreateIncoming(
+      const v1::VmSpec& spec, std::unique_ptr<mmu::GuestMemory> memory,
+      Backend& backend, const VmOptions& options = {});
+  // Continues `state` (Save() of the source) in a CreateIncoming shell
+  // whose memory now holds the guest's. Once; the VM stays paused.
+  // FAILED_PRECONDITION for a VM that is not such a shell, a state whose
+  // version, memory size or vCPU count do not fit, or the wrong backend.
+  absl::Status LoadState(const v1::VmState& state) ABSL_LOCKS_EXCLUDED(mu_);
+
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
   ~Vm();
@@ -88,6 +111,13 @@ class Vm {
   absl::Status Pause() ABSL_LOCKS_EXCLUDED(mu_);
   // Lets parked vCPUs run again. FAILED_PRECONDITION if the VM failed.
   absl::Status Resume() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Takes `percent` (0-99) of every vCPU's time away: each vCPU thread
+  // sleeps percent% of every ~10 ms timeslice (QEMU's cpu-throttle). 0
+  // turns it off. Works on any backend and any guest; takes effect within
+  // a timeslice. INVALID_ARGUMENT above 99.
+  absl::Status SetThrottle(uint32_t percent) ABSL_LOCKS_EXCLUDED(mu_);
+  uint32_t throttle_percent() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // The VM's whole non-memory state. The VM must be paused.
   absl::StatusOr<v1::VmState> Save() ABSL_LOCKS_EXCLUDED(mu_);
@@ -132,16 +162,25 @@ class Vm {
   void Fail(const std::string& message) ABSL_LOCKS_EXCLUDED(mu_);
   void KickAll();
   void StopThreads() ABSL_LOCKS_EXCLUDED(mu_);
+  // The throttle timer (started by the first SetThrottle > 0).
+  void ThrottleLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Sleeps this vCPU's share of a timeslice if the timer asked it to.
+  void ThrottleSleep(uint32_t index) ABSL_LOCKS_EXCLUDED(mu_);
   bool Runnable() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
-  const v1::VmSpec spec_;
-  const GuestConfig config_;
-  const uint64_t tsc_hz_;
+  // Fixed after construction, except in LoadState (before the VM ever ran,
+  // with no other user yet).
+  v1::VmSpec spec_;
+  GuestConfig config_;
+  uint64_t tsc_hz_;
   const VmOptions options_;
   Backend& backend_;
   std::unique_ptr<mmu::GuestMemory> memory_;
   std::unique_ptr<Machine> machine_;  // after memory_: destroyed first
   std::vector<std::thread> threads_;
+  std::thread throttle_thread_;
+  // Per vCPU: the throttle timer asks it to sleep once.
+  std::unique_ptr<std::atomic<bool>[]> throttle_tick_;
   int64_t started_unix_ns_ = 0;
 
   mutable absl::Mutex mu_;
@@ -153,6 +192,10 @@ class Vm {
   uint64_t guest_events_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t ring_full_exits_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pause_count_ ABSL_GUARDED_BY(mu_) = 0;
+  // False for a CreateIncoming shell until LoadState.
+  bool loaded_ ABSL_GUARDED_BY(mu_) = true;
+  uint32_t throttle_percent_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t throttle_sleeps_ ABSL_GUARDED_BY(mu_) = 0;
   // Held shared while a vCPU thread runs the handler and exclusively while
   // it is replaced, so a tracker is never called after its owner destroyed
   // it (the ring tracker lease in vm.cc clears the handler first).

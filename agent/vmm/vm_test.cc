@@ -258,6 +258,76 @@ TEST_P(VmTest, RejectsBadSpecsAndLeaksNothing) {
   EXPECT_EQ(CountDir("/proc/self/task"), threads);
 }
 
+// Rate of guest page writes over `d`.
+double WriteRate(Vm& vm, absl::Duration d) {
+  const uint64_t before = vm.Stats().guest.pages_written;
+  const absl::Time t0 = absl::Now();
+  absl::SleepFor(d);
+  const uint64_t after = vm.Stats().guest.pages_written;
+  return (after - before) / absl::ToDoubleSeconds(absl::Now() - t0);
+}
+
+TEST_P(VmTest, ThrottleTakesVcpuTimeAwayInProportion) {
+  if (GetParam().name != "soft") GTEST_SKIP() << "soft backend only";
+  // Flat out (rate 0): the write rate is bound by vCPU time.
+  std::unique_ptr<Vm> vm = MakeVm(Spec(v1::WORKLOAD_KIND_UNIFORM, 1, 0));
+  ASSERT_NE(vm, nullptr);
+  ASSERT_TRUE(WaitForProgress(*vm, {}, true));
+  EXPECT_EQ(vm->SetThrottle(100).code(), absl::StatusCode::kInvalidArgument);
+  const double full = WriteRate(*vm, absl::Milliseconds(300));
+  ASSERT_GT(full, 0);
+  ASSERT_TRUE(vm->SetThrottle(50).ok());
+  const double half = WriteRate(*vm, absl::Milliseconds(300));
+  ASSERT_TRUE(vm->SetThrottle(90).ok());
+  const double ninety = WriteRate(*vm, absl::Milliseconds(300));
+  EXPECT_EQ(vm->Stats().throttle_percent, 90u);
+  EXPECT_GT(vm->Stats().throttle_sleeps, 10u);
+  // Pause/Resume work while throttled, and the throttle is not in memory.
+  ASSERT_TRUE(vm->Pause().ok());
+  ExpectGuestClean(*vm);
+  ASSERT_TRUE(vm->Resume().ok());
+  ASSERT_TRUE(vm->SetThrottle(0).ok());
+  const double again = WriteRate(*vm, absl::Milliseconds(300));
+  std::printf("throttle: 0%% %.0f pages/s, 50%% %.0f, 90%% %.0f, off %.0f\n",
+              full, half, ninety, again);
+  // Loose bounds: other tests share the host's 2 CPUs, so the unthrottled
+  // rate is taken as the better of the two samples.
+  const double base = std::max(full, again);
+  EXPECT_GT(half, 0.2 * base);
+  EXPECT_LT(half, 0.8 * base);
+  EXPECT_LT(ninety, 0.3 * base);
+  EXPECT_LT(ninety, half);
+  EXPECT_GT(ninety, 0.0);
+}
+
+TEST_P(VmTest, IncomingShellLoadsStateOnce) {
+  Backend* backend = backend_.get();
+  std::unique_ptr<Vm> src = MakeVm(Spec(v1::WORKLOAD_KIND_UNIFORM, 2));
+  ASSERT_NE(src, nullptr);
+  ASSERT_TRUE(WaitForProgress(*src, {}, true));
+  auto layout = mmu::DefaultLayout(src->memory().total_bytes());
+  ASSERT_TRUE(layout.ok());
+  auto memory = mmu::GuestMemory::Create(*layout);
+  ASSERT_TRUE(memory.ok());
+  auto shell = Vm::CreateIncoming(src->spec(), std::move(*memory), *backend);
+  ASSERT_TRUE(shell.ok()) << shell.status();
+  EXPECT_EQ((*shell)->Resume().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(src->Pause().ok());
+  auto state = src->Save();
+  ASSERT_TRUE(state.ok()) << state.status();
+  for (const mmu::Memslot& s : src->memory().slots()) {
+    ASSERT_TRUE((*shell)->memory().Write(s.gpa, {s.hva, s.size}).ok());
+  }
+  ASSERT_TRUE((*shell)->LoadState(*state).ok());
+  EXPECT_EQ((*shell)->LoadState(*state).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*shell)->Resume().ok());
+  const GuestTotals floor = (*shell)->Stats().guest;
+  EXPECT_GE(floor.pages_written, src->Stats().guest.pages_written);
+  EXPECT_TRUE(WaitForProgress(**shell, floor, true));
+  ASSERT_TRUE((*shell)->Pause().ok());
+  ExpectGuestClean(**shell);
+}
+
 TEST_P(VmTest, SaveWhileRunningIsRefused) {
   std::unique_ptr<Vm> vm = MakeVm(Spec(v1::WORKLOAD_KIND_IDLE, 1));
   ASSERT_NE(vm, nullptr);

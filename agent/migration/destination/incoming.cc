@@ -1,6 +1,7 @@
 #include "agent/migration/destination/incoming.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <utility>
@@ -9,6 +10,8 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/migration/codec/codec.h"
+#include "agent/guest/abi.h"
 #include "agent/vmm/guest_config.h"
 #include "common/status_macros.h"
 #include "grpcpp/grpcpp.h"
@@ -29,6 +32,11 @@ const char* ReceiverStateName(ReceiverState s) {
 }
 
 namespace {
+
+// Below this gpa a backend may write guest memory when it creates a
+// machine (KVM: GDT, IDT, page tables; agent/guest/abi.h): the digest
+// always reads it.
+constexpr uint64_t kShellWrites = FERRY_GUEST_LOAD_GPA;
 
 std::string DefaultRandomHex() {
   thread_local absl::BitGen gen;
@@ -92,11 +100,22 @@ struct IncomingMigrations::Incoming {
   std::vector<uint64_t> applied ABSL_GUARDED_BY(mu);
   std::vector<uint64_t> applied_pages ABSL_GUARDED_BY(mu);
   std::vector<bool> stream_open ABSL_GUARDED_BY(mu);
-  std::vector<std::unique_ptr<BatchDecoder>> decoders ABSL_GUARDED_BY(mu);
-  // Batches being decoded into `memory` right now (outside mu).
+  std::vector<std::unique_ptr<codec::PageBatchDecoder>> decoders
+      ABSL_GUARDED_BY(mu);
+  // Batches being decoded into the shell's memory right now (outside mu).
   int applying ABSL_GUARDED_BY(mu) = 0;
-  std::unique_ptr<mmu::GuestMemory> memory ABSL_GUARDED_BY(mu);
-  std::unique_ptr<vmm::Vm> vm ABSL_GUARDED_BY(mu);  // ARMED
+  // From Prepare: the VM shell (machine, parked vCPU threads) over the
+  // guest memory that batches are decoded into; Switchover only verifies
+  // and loads the state (KVM-FACTS: creating a VM costs 6.5-12 ms, keep it
+  // out of the downtime). ARMED: loaded, parked; RESUMED: handed to adopt.
+  std::unique_ptr<vmm::Vm> vm ABSL_GUARDED_BY(mu);
+  // Per gfn: a batch wrote the page. The rest of the shell's memory is the
+  // zeros it was populated with (below kShellWrites the backend may have
+  // written: always read), so the digest need not read it: reading cold
+  // memory costs ~20 us a page on this host. Each 64-page word belongs to
+  // one 2 MiB stripe, so to one stream's reactor; Switchover reads it
+  // after inc.applying drops to 0 (ordered by mu).
+  std::vector<uint64_t> written;
   absl::Time last_activity ABSL_GUARDED_BY(mu);
   absl::Time terminal_time ABSL_GUARDED_BY(mu);
   v1::MigrationFailure failure ABSL_GUARDED_BY(mu) =
@@ -120,7 +139,6 @@ using Incoming = IncomingMigrations::Incoming;
 // freeing the memory they write to.
 ReceiverState Abort(Incoming& inc, absl::Time now, v1::MigrationFailure failure,
                     const std::string& message) {
-  std::unique_ptr<mmu::GuestMemory> memory;
   std::unique_ptr<vmm::Vm> vm;
   {
     absl::MutexLock lock(&inc.mu);
@@ -137,13 +155,11 @@ ReceiverState Abort(Incoming& inc, absl::Time now, v1::MigrationFailure failure,
           return i->applying == 0;
         },
         &inc));
-    // In kVerifying the Switchover handler holds the memory and frees it.
-    memory = std::move(inc.memory);
+    // In kVerifying the Switchover handler holds the VM and frees it.
     vm = std::move(inc.vm);
     inc.decoders.clear();
   }
-  vm.reset();  // never ran: ARMED vCPUs are parked
-  memory.reset();
+  vm.reset();  // never ran: its vCPUs are parked
   return ReceiverState::kAborted;
 }
 
@@ -261,8 +277,7 @@ class IncomingMigrations::TransferReactor
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, m);
     }
     const v1::PageBatch& batch = request_.batch();
-    mmu::GuestMemory* memory = nullptr;
-    BatchDecoder* decoder = nullptr;
+    codec::PageBatchDecoder* decoder = nullptr;
     std::string violation;
     {
       absl::MutexLock lock(&inc.mu);
@@ -278,7 +293,6 @@ class IncomingMigrations::TransferReactor
                                  inc.applied[index_] + 1);
       } else {
         ++inc.applying;
-        memory = inc.memory.get();
         decoder = inc.decoders[index_].get();
       }
     }
@@ -286,7 +300,19 @@ class IncomingMigrations::TransferReactor
       Abort(inc, now, v1::MIGRATION_FAILURE_TRANSPORT, violation);
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, violation);
     }
-    absl::StatusOr<uint64_t> pages = decoder->Apply(batch, index_, count_, *memory);
+    absl::StatusOr<uint64_t> pages = [&]() -> absl::StatusOr<uint64_t> {
+      absl::Status applied = decoder->Apply(batch);
+      if (!applied.ok()) return applied;
+      uint64_t n = 0;
+      for (const v1::PageRun& r : batch.runs()) {
+        n += r.page_count();
+        const uint64_t gfn = r.gpa() >> mmu::kPageShift;
+        for (uint64_t g = gfn; g < gfn + r.page_count(); ++g) {
+          if ((g >> 6) < inc.written.size()) inc.written[g >> 6] |= uint64_t{1} << (g & 63);
+        }
+      }
+      return n;
+    }();
     {
       absl::MutexLock lock(&inc.mu);
       --inc.applying;
@@ -383,8 +409,7 @@ class IncomingMigrations::Service
   // Verifies and restores; returns the VM or why not. Runs outside mu.
   absl::StatusOr<std::unique_ptr<vmm::Vm>> VerifyAndRestore(
       Incoming& inc, const v1::SwitchoverRequest& req,
-      std::unique_ptr<mmu::GuestMemory> memory, v1::MemoryDigest* ours,
-      bool* verified);
+      std::unique_ptr<vmm::Vm> vm, v1::MemoryDigest* ours, bool* verified);
 
   IncomingMigrations* const registry_;
 };
@@ -441,13 +466,18 @@ grpc::Status IncomingMigrations::Service::Hello(grpc::ServerContext*,
       code = grpc::StatusCode::INVALID_ARGUMENT;
       refusal = absl::StrCat("stream_count ", req->stream_count(),
                              " outside 1..", kMaxStreams);
-    } else if (req->xor_delta()) {
-      refusal = "XOR-delta pages are not supported by this receiver yet";
     } else {
+      // The codec decodes all of these; AUTO is policy, never on the wire.
       for (int c : req->compressions()) {
-        if (c != v1::COMPRESSION_NONE) {
-          refusal = absl::StrCat("compression ", v1::Compression_Name(c),
-                                 " is not supported by this receiver yet");
+        if (c != v1::COMPRESSION_NONE && c != v1::COMPRESSION_LZ4 &&
+            c != v1::COMPRESSION_ZSTD) {
+          code = grpc::StatusCode::INVALID_ARGUMENT;
+          refusal = absl::StrCat("compression ",
+                                 v1::Compression_IsValid(c)
+                                     ? v1::Compression_Name(
+                                           static_cast<v1::Compression>(c))
+                                     : absl::StrCat(c),
+                                 " cannot appear on the wire");
         }
       }
     }
@@ -459,8 +489,19 @@ grpc::Status IncomingMigrations::Service::Hello(grpc::ServerContext*,
       inc->applied_pages.assign(inc->stream_count, 0);
       inc->stream_open.assign(inc->stream_count, false);
       inc->decoders.clear();
+      codec::DecoderOptions dopts;
+      dopts.route.count = inc->stream_count;
+      dopts.allow_xor_delta = req->xor_delta();
+      dopts.allow_lz4 = false;
+      dopts.allow_zstd = false;
+      for (int c : req->compressions()) {
+        if (c == v1::COMPRESSION_LZ4) dopts.allow_lz4 = true;
+        if (c == v1::COMPRESSION_ZSTD) dopts.allow_zstd = true;
+      }
       for (uint32_t i = 0; i < inc->stream_count; ++i) {
-        inc->decoders.push_back(registry_->options_.decoder_factory());
+        dopts.route.index = i;
+        inc->decoders.push_back(std::make_unique<codec::PageBatchDecoder>(
+            &inc->vm->memory(), dopts));
       }
       inc->last_activity = now;
       resp->set_accepted_version(hi);
@@ -476,8 +517,7 @@ grpc::Status IncomingMigrations::Service::Hello(grpc::ServerContext*,
 absl::StatusOr<std::unique_ptr<vmm::Vm>>
 IncomingMigrations::Service::VerifyAndRestore(
     Incoming& inc, const v1::SwitchoverRequest& req,
-    std::unique_ptr<mmu::GuestMemory> memory, v1::MemoryDigest* ours,
-    bool* verified) {
+    std::unique_ptr<vmm::Vm> vm, v1::MemoryDigest* ours, bool* verified) {
   const v1::VmState& state = req.state();
   if (state.spec().memory_bytes() != inc.spec.memory_bytes() ||
       state.spec().vcpu_count() != inc.spec.vcpu_count()) {
@@ -498,8 +538,13 @@ IncomingMigrations::Service::VerifyAndRestore(
                        " is not supported"));
     }
     const absl::Time t0 = absl::Now();
-    *ours = ComputeDigest(*memory, theirs.coverage(), theirs.sample_seed(),
-                          theirs.sample_pages());
+    const std::vector<uint64_t>& written = inc.written;
+    *ours = ComputeDigest(vm->memory(), theirs.coverage(), theirs.sample_seed(),
+                          theirs.sample_pages(), [&written](uint64_t gfn) {
+                            if (gfn < (kShellWrites >> mmu::kPageShift)) return false;
+                            return (gfn >> 6) < written.size() &&
+                                   !(written[gfn >> 6] >> (gfn & 63) & 1);
+                          });
     if (std::getenv("FERRY_MIGRATION_TRACE") != nullptr) {
       std::fprintf(stderr, "incoming %s: digest %.2f ms\n",
                    inc.id.c_str(), absl::ToDoubleMilliseconds(absl::Now() - t0));
@@ -507,10 +552,9 @@ IncomingMigrations::Service::VerifyAndRestore(
     RETURN_IF_ERROR(CompareDigests(theirs, *ours));
     *verified = true;
   }
-  vmm::VmOptions options = registry_->options_.vm_options;
-  options.start_paused = true;  // ARMED: loaded, vCPUs parked
-  return vmm::Vm::Restore(state, std::move(memory),
-                          *registry_->options_.backend, options);
+  // ARMED: loaded, vCPUs parked (the shell was created start_paused).
+  RETURN_IF_ERROR(vm->LoadState(state));
+  return vm;
 }
 
 grpc::Status IncomingMigrations::Service::Switchover(
@@ -521,7 +565,7 @@ grpc::Status IncomingMigrations::Service::Switchover(
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         "no incoming migration " + req->migration_id());
   }
-  std::unique_ptr<mmu::GuestMemory> memory;
+  std::unique_ptr<vmm::Vm> shell;
   std::string violation;
   {
     absl::MutexLock lock(&inc->mu);
@@ -530,12 +574,35 @@ grpc::Status IncomingMigrations::Service::Switchover(
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                           "Switchover: wrong session id");
     }
-    // A concurrent (retried) Switchover finishes first; then answer as it did.
-    inc->mu.Await(absl::Condition(
-        +[](Incoming* i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(i->mu) {
-          return i->state != ReceiverState::kVerifying;
-        },
-        inc.get()));
+    // The source sends Switchover as soon as its last batches are written,
+    // without waiting for their acks (one round trip less of downtime):
+    // wait here until every stream has applied its final sequence. A
+    // concurrent (retried) Switchover finishes first; then answer as it did.
+    struct Wait {
+      Incoming* inc;
+      const v1::SwitchoverRequest* req;
+    } wait{inc.get(), req};
+    const bool arrived = inc->mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](Wait* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->inc->mu) {
+              Incoming& i = *w->inc;
+              if (i.state == ReceiverState::kVerifying) return false;
+              if (!Receiving(i.state)) return true;
+              if (w->req->final_sequences_size() !=
+                  static_cast<int>(i.stream_count)) {
+                return true;  // refused below
+              }
+              for (uint32_t k = 0; k < i.stream_count; ++k) {
+                if (i.applied[k] < w->req->final_sequences(k)) return false;
+              }
+              return true;
+            },
+            &wait),
+        registry_->options_.switchover_wait);
+    if (!arrived && inc->state == ReceiverState::kVerifying) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "Switchover: another Switchover is still verifying");
+    }
     if (!Receiving(inc->state)) {
       resp->set_state(HandoffOf(inc->state));
       resp->set_failure(inc->failure);
@@ -568,7 +635,7 @@ grpc::Status IncomingMigrations::Service::Switchover(
                                  inc->applied[i], " were applied");
       }
     }
-    memory = std::move(inc->memory);
+    shell = std::move(inc->vm);
     inc->decoders.clear();
     inc->paused_time = FromProto(req->paused_time());
   }
@@ -577,14 +644,14 @@ grpc::Status IncomingMigrations::Service::Switchover(
   const absl::Time t0 = absl::Now();
   absl::StatusOr<std::unique_ptr<vmm::Vm>> vm =
       violation.empty()
-          ? VerifyAndRestore(*inc, *req, std::move(memory), &ours, &verified)
+          ? VerifyAndRestore(*inc, *req, std::move(shell), &ours, &verified)
           : absl::FailedPreconditionError(violation);
   if (std::getenv("FERRY_MIGRATION_TRACE") != nullptr) {
     std::fprintf(stderr, "incoming %s: verify+restore %.2f ms\n",
                  req->migration_id().c_str(),
                  absl::ToDoubleMilliseconds(absl::Now() - t0));
   }
-  memory.reset();
+  shell.reset();
   const absl::Time now = registry_->options_.clock();
   std::unique_ptr<vmm::Vm> discard;
   bool direct = false;
@@ -661,9 +728,6 @@ grpc::Status IncomingMigrations::Service::Abort(grpc::ServerContext*,
 IncomingMigrations::IncomingMigrations(IncomingOptions options)
     : options_(std::move(options)) {
   if (!options_.random_hex) options_.random_hex = DefaultRandomHex;
-  if (!options_.decoder_factory) {
-    options_.decoder_factory = [] { return std::make_unique<RawBatchDecoder>(); };
-  }
   endpoint_ = options_.endpoint;
   service_ = std::make_unique<Service>(this);
   reaper_ = std::thread([this] { ReapLoop(); });
@@ -689,6 +753,17 @@ void IncomingMigrations::set_endpoint(std::string endpoint) {
 }
 
 grpc::Service* IncomingMigrations::service() { return service_.get(); }
+
+void IncomingMigrations::ConfigureServer(grpc::ServerBuilder& builder) {
+  builder.SetMaxReceiveMessageSize(8 << 20);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 1 << 20);
+  builder.AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
+  builder.AddChannelArgument(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
+  builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
+}
 
 std::shared_ptr<IncomingMigrations::Incoming> IncomingMigrations::Find(
     const std::string& id) const {
@@ -727,18 +802,30 @@ absl::StatusOr<PreparedIncoming> IncomingMigrations::Prepare(
   layout.name = "ferry-incoming-" + migration_id;
   ASSIGN_OR_RETURN(std::unique_ptr<mmu::GuestMemory> memory,
                    mmu::GuestMemory::Create(layout));
+  // The VM shell now, not at Switchover: machine and vCPU threads exist
+  // (parked) before the source pauses.
+  vmm::VmOptions vm_options = options_.vm_options;
+  vm_options.start_paused = true;
+  ASSIGN_OR_RETURN(std::unique_ptr<vmm::Vm> shell,
+                   vmm::Vm::CreateIncoming(spec, std::move(memory),
+                                           *options_.backend, vm_options));
 
   auto inc = std::make_shared<Incoming>();
   inc->id = migration_id;
   inc->spec = spec;
   inc->policy = policy;
-  inc->layout = LayoutOf(*memory);
+  inc->layout = LayoutOf(shell->memory());
+  uint64_t end_gfn = 0;
+  for (const mmu::Memslot& s : shell->memory().slots()) {
+    end_gfn = std::max(end_gfn, (s.gpa + s.size) >> mmu::kPageShift);
+  }
+  inc->written.assign((end_gfn + 63) / 64, 0);
   inc->token = options_.random_hex();
   const absl::Time now = options_.clock();
   inc->expire_time = now + (ttl > absl::ZeroDuration() ? ttl : options_.default_ttl);
   {
     absl::MutexLock lock(&inc->mu);
-    inc->memory = std::move(memory);
+    inc->vm = std::move(shell);
     inc->last_activity = now;
   }
   absl::MutexLock lock(&mu_);
@@ -820,7 +907,7 @@ absl::StatusOr<IncomingInfo> IncomingMigrations::Get(
   info.batches = inc->batches;
   info.pages_applied = inc->pages;
   info.payload_bytes = inc->payload_bytes;
-  info.holds_memory = inc->memory != nullptr || inc->vm != nullptr ||
+  info.holds_memory = inc->vm != nullptr ||
                       inc->state == ReceiverState::kVerifying;
   return info;
 }
@@ -834,8 +921,7 @@ int IncomingMigrations::live_count() const {
   int n = 0;
   for (const auto& inc : all) {
     absl::MutexLock lock(&inc->mu);
-    if (inc->memory != nullptr || inc->vm != nullptr ||
-        inc->state == ReceiverState::kVerifying) {
+    if (inc->vm != nullptr || inc->state == ReceiverState::kVerifying) {
       ++n;
     }
   }

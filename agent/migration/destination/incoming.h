@@ -16,6 +16,12 @@
 // holds (guest memory, the armed Vm) is freed when it ABORTs; on RESUMED
 // the Vm goes to the owner through AdoptFn.
 //
+// Prepare creates the VM shell (guest memory, machine, parked vCPU
+// threads); batches are decoded into its memory by one
+// codec::PageBatchDecoder per stream (encodings as negotiated in Hello);
+// Switchover waits until each stream applied the final sequence it names,
+// verifies the digest and only loads the state (Vm::LoadState).
+//
 // Bounded memory: each Transfer stream is one callback reactor with one
 // read and one write in flight; a batch is decoded straight from the
 // request message into guest memory before the next read is started, so a
@@ -44,6 +50,7 @@
 #include "agent/migration/destination/wire.h"
 #include "agent/vmm/backend.h"
 #include "agent/vmm/vm.h"
+#include "grpcpp/grpcpp.h"
 #include "proto/migration.grpc.pb.h"
 #include "proto/migration.pb.h"
 
@@ -82,8 +89,10 @@ struct IncomingOptions {
   std::function<absl::Time()> clock = [] { return absl::Now(); };
   // 128 random bits, hex (tokens and session ids).
   std::function<std::string()> random_hex;
-  std::function<std::unique_ptr<BatchDecoder>()> decoder_factory;
   vmm::VmOptions vm_options;  // start_paused is forced on
+  // Switchover waits this long for the last batches it names (the source
+  // does not wait for their acks before sending it).
+  absl::Duration switchover_wait = absl::Seconds(10);
 };
 
 struct PreparedIncoming {
@@ -122,8 +131,9 @@ class IncomingMigrations {
 
   void set_endpoint(std::string endpoint) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // PrepareIncoming: validates `spec`, reserves populated guest memory and
-  // returns the endpoint and one-time token. Idempotent while PREPARED.
+  // PrepareIncoming: validates `spec`, reserves populated guest memory,
+  // creates the VM shell over it and returns the endpoint and one-time
+  // token. Idempotent while PREPARED.
   absl::StatusOr<PreparedIncoming> Prepare(const std::string& migration_id,
                                            const v1::VmSpec& spec,
                                            const v1::MigrationPolicy& policy,
@@ -144,6 +154,10 @@ class IncomingMigrations {
 
   // The MigrationService to register on a grpc::ServerBuilder.
   grpc::Service* service();
+  // Server settings the data plane needs for throughput (message size,
+  // HTTP/2 flow-control windows and frame size, read chunks). Call on the
+  // builder that serves service().
+  static void ConfigureServer(grpc::ServerBuilder& builder);
 
   struct Incoming;  // one migration; defined in incoming.cc
 

@@ -1,6 +1,5 @@
 #include "agent/migration/destination/wire.h"
 
-#include <nmmintrin.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,50 +8,12 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "agent/migration/codec/crc32c.h"
 
 namespace ferry::migration {
 namespace {
 
-constexpr uint32_t kCastagnoli = 0x82F63B78u;
-
-struct Table {
-  uint32_t t[256];
-  Table() {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ kCastagnoli : c >> 1;
-      t[i] = c;
-    }
-  }
-};
-
-uint32_t Crc32cTable(uint32_t crc, const uint8_t* p, size_t n) {
-  static const Table table;
-  crc = ~crc;
-  for (size_t i = 0; i < n; ++i) crc = table.t[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
-
-__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(uint32_t crc,
-                                                        const uint8_t* p,
-                                                        size_t n) {
-  uint64_t c = ~crc & 0xffffffffu;
-  while (n >= 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    c = _mm_crc32_u64(c, w);
-    p += 8;
-    n -= 8;
-  }
-  uint32_t c32 = static_cast<uint32_t>(c);
-  while (n-- > 0) c32 = _mm_crc32_u8(c32, *p++);
-  return ~c32;
-}
-
-bool HaveSse42() {
-  static const bool have = __builtin_cpu_supports("sse4.2");
-  return have;
-}
+using codec::Crc32c;
 
 uint64_t SplitMix64(uint64_t* state) {
   uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
@@ -73,11 +34,6 @@ void AppendLe32(uint32_t v, uint8_t out[4]) {
 }
 
 }  // namespace
-
-uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  return HaveSse42() ? Crc32cSse42(crc, p, n) : Crc32cTable(crc, p, n);
-}
 
 uint64_t HoleEnd(const mmu::GuestMemory& memory, const mmu::Memslot& slot,
                  uint64_t page) {
@@ -134,7 +90,8 @@ absl::Status CompareLayouts(const v1::MemoryLayout& want,
 
 v1::MemoryDigest ComputeDigest(const mmu::GuestMemory& memory,
                                v1::MemoryVerification coverage, uint64_t seed,
-                               uint32_t sample_pages) {
+                               uint32_t sample_pages,
+                               const std::function<bool(uint64_t gfn)>& known_zero) {
   v1::MemoryDigest digest;
   digest.set_coverage(coverage);
   if (coverage != v1::MEMORY_VERIFICATION_FULL &&
@@ -176,14 +133,22 @@ v1::MemoryDigest ComputeDigest(const mmu::GuestMemory& memory,
       return Crc32c(0, zero, sizeof(zero));
     }();
     uint64_t hole_from = 0, hole_to = 0;  // known hole [from, to)
+    uint64_t data_from = 0, data_to = 0;  // known backed [from, to)
+    const uint64_t first_gfn = s.gpa >> mmu::kPageShift;
     auto page_crc = [&](uint64_t page) {
+      if (known_zero && known_zero(first_gfn + page)) return kZeroPageCrc;
       if (page >= hole_from && page < hole_to) return kZeroPageCrc;
+      if (page >= data_from && page < data_to) return PageCrc(s, page);
+      // One SEEK_DATA per hole or per 2 MiB of data (an lseek costs more
+      // than hashing a warm page).
       const uint64_t end = HoleEnd(memory, s, page);
       if (end > page) {
         hole_from = page;
         hole_to = end;
         return kZeroPageCrc;
       }
+      data_from = page;
+      data_to = std::min(s.npages(), (page | 511) + 1);
       return PageCrc(s, page);
     };
     auto add_crc = [&](uint32_t page_crc_value) {
@@ -199,7 +164,10 @@ v1::MemoryDigest ComputeDigest(const mmu::GuestMemory& memory,
         for (; p < end; ++p) add_crc(kZeroPageCrc);
         // Up to the next 2 MiB boundary at least, then ask again.
         const uint64_t stop = std::min(s.npages(), (p | 511) + 1);
-        for (; p < stop; ++p) add_crc(PageCrc(s, p));
+        for (; p < stop; ++p) {
+          add_crc(known_zero && known_zero(first_gfn + p) ? kZeroPageCrc
+                                                          : PageCrc(s, p));
+        }
       }
     } else {
       for (uint64_t p : chosen[i]) add_crc(page_crc(p));
@@ -232,101 +200,6 @@ absl::Status CompareDigests(const v1::MemoryDigest& want,
     }
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<uint64_t> RawBatchDecoder::Apply(const v1::PageBatch& batch,
-                                                uint32_t stream_index,
-                                                uint32_t stream_count,
-                                                mmu::GuestMemory& memory) {
-  if (batch.compression() != v1::COMPRESSION_NONE) {
-    return absl::UnimplementedError(
-        absl::StrCat("batch ", batch.sequence(), " uses ",
-                     v1::Compression_Name(batch.compression()),
-                     "; this receiver decodes COMPRESSION_NONE only"));
-  }
-  if (batch.uncompressed_size_bytes() > kMaxBatchPayloadBytes ||
-      batch.runs_size() > static_cast<int>(kMaxRunsPerBatch) ||
-      batch.runs_size() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "batch ", batch.sequence(), ": ", batch.runs_size(), " runs / ",
-        batch.uncompressed_size_bytes(), " payload bytes outside (0, ",
-        kMaxRunsPerBatch, "] / [0, ", kMaxBatchPayloadBytes, "]"));
-  }
-  if (batch.payload().size() != batch.uncompressed_size_bytes()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batch ", batch.sequence(), ": payload is ",
-                     batch.payload().size(), " bytes, header says ",
-                     batch.uncompressed_size_bytes()));
-  }
-  // Pass 1: validate everything; nothing is written before it succeeds.
-  uint64_t offset = 0;
-  uint64_t pages = 0;
-  for (const v1::PageRun& run : batch.runs()) {
-    const uint64_t len = uint64_t{run.page_count()} << mmu::kPageShift;
-    if (run.gpa() % mmu::kPageSize != 0 || run.page_count() == 0 ||
-        !memory.GpaToHva(run.gpa(), len).ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "batch ", batch.sequence(), ": run gpa 0x", absl::Hex(run.gpa()),
-          " + ", run.page_count(), " pages is unaligned, empty or not inside "
-          "one memslot of guest memory"));
-    }
-    if (StreamForGpa(run.gpa(), stream_count) != stream_index ||
-        run.gpa() / kStripeBytes != (run.gpa() + len - 1) / kStripeBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "batch ", batch.sequence(), ": run at gpa 0x", absl::Hex(run.gpa()),
-          " does not belong to stream ", stream_index, " of ", stream_count,
-          " (runs must stay inside one 2 MiB stripe of their stream)"));
-    }
-    uint64_t want_payload = 0;
-    switch (run.encoding()) {
-      case v1::PAGE_ENCODING_RAW:
-        want_payload = len;
-        break;
-      case v1::PAGE_ENCODING_ZERO:
-        want_payload = 0;
-        break;
-      default:
-        return absl::UnimplementedError(absl::StrCat(
-            "batch ", batch.sequence(), ": encoding ",
-            v1::PageEncoding_Name(run.encoding()),
-            " is not supported by this receiver"));
-    }
-    if (run.payload_bytes() != want_payload) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("batch ", batch.sequence(), ": run payload_bytes ",
-                       run.payload_bytes(), ", expected ", want_payload));
-    }
-    offset += want_payload;
-    pages += run.page_count();
-  }
-  if (offset != batch.uncompressed_size_bytes()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batch ", batch.sequence(), ": runs consume ", offset,
-                     " payload bytes, header says ",
-                     batch.uncompressed_size_bytes()));
-  }
-  const uint32_t crc = Crc32c(0, batch.payload().data(), batch.payload().size());
-  if (crc != batch.payload_crc32c()) {
-    return absl::DataLossError(absl::StrCat(
-        "batch ", batch.sequence(), " on stream ", stream_index,
-        ": CRC-32C 0x", absl::Hex(crc), " but the sender computed 0x",
-        absl::Hex(batch.payload_crc32c()), "; not applied"));
-  }
-  // Pass 2: apply.
-  const uint8_t* src = reinterpret_cast<const uint8_t*>(batch.payload().data());
-  for (const v1::PageRun& run : batch.runs()) {
-    const uint64_t len = uint64_t{run.page_count()} << mmu::kPageShift;
-    uint8_t* dst = *memory.GpaToHva(run.gpa(), len);
-    // SAFETY: [dst, dst + len) lies in one memslot (checked in pass 1); the
-    // destination's vCPUs do not run before Switchover, so nothing races.
-    if (run.encoding() == v1::PAGE_ENCODING_RAW) {
-      std::memcpy(dst, src, len);
-      src += len;
-    } else {
-      std::memset(dst, 0, len);
-    }
-  }
-  return pages;
 }
 
 }  // namespace ferry::migration

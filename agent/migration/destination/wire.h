@@ -1,17 +1,14 @@
 // Wire helpers both migration ends share (agent/migration/source depends on
-// this target): the page-to-stream mapping, CRC-32C, the memory digest of
-// Switchover, and the receiver's batch decoder.
-//
-// Decoder seam: the engine talks to a BatchDecoder. RawBatchDecoder here
-// understands PAGE_ENCODING_RAW / _ZERO with COMPRESSION_NONE, which is all
-// RawBatchEncoder (source/batch_encoder.h) produces. When agent/migration/
-// codec lands its validating decoder (XOR deltas, lz4/zstd) plugs in behind
-// the same interface and Hello starts advertising its encodings.
+// this target): the page-to-stream mapping, memory holes, layouts and the
+// memory digest of Switchover. Page batches are encoded and decoded by
+// agent/migration/codec (one encoder / decoder per Transfer stream);
+// CRC-32C is codec/crc32c.h.
 #ifndef FERRY_AGENT_MIGRATION_DESTINATION_WIRE_H_
 #define FERRY_AGENT_MIGRATION_DESTINATION_WIRE_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,10 +31,6 @@ inline uint32_t StreamForGpa(uint64_t gpa, uint32_t stream_count) {
   return static_cast<uint32_t>((gpa / kStripeBytes) % stream_count);
 }
 
-// CRC-32C (Castagnoli). SSE4.2 when the CPU has it, else a table.
-// TODO(codec): use agent/migration/codec/crc32c.h once it has a BUILD.
-uint32_t Crc32c(uint32_t crc, const void* data, size_t n);
-
 // Pages [first, result) of `slot` starting at `page` that are holes in the
 // memfd (never written, so zero) — found with lseek(SEEK_DATA) instead of
 // reading them, which would fault in (and allocate) untouched guest RAM.
@@ -56,35 +49,16 @@ absl::Status CompareLayouts(const v1::MemoryLayout& want,
 // DIGEST_ALGORITHM_CRC32C_OF_PAGES over `memory`. FULL: every page.
 // SAMPLED: `sample_pages` pages chosen from all of memory by `seed` (the
 // same choice on both sides). NONE: an empty digest. Read racily; call it
-// with the vCPUs paused.
+// with the vCPUs paused. `known_zero(gfn)` true: the caller knows the page
+// is zero (e.g. never written since it was populated with zeros), so it is
+// not read — reading cold memory costs far more than hashing.
 v1::MemoryDigest ComputeDigest(const mmu::GuestMemory& memory,
                                v1::MemoryVerification coverage, uint64_t seed,
-                               uint32_t sample_pages);
+                               uint32_t sample_pages,
+                               const std::function<bool(uint64_t gfn)>& known_zero = nullptr);
 // OK if equal; DATA_LOSS naming the first memslot that differs.
 absl::Status CompareDigests(const v1::MemoryDigest& want,
                             const v1::MemoryDigest& got);
-
-class BatchDecoder {
- public:
-  virtual ~BatchDecoder() = default;
-  // Validates `batch` completely (structure, ranges, stripe, CRC) and only
-  // then writes it into `memory`. Nothing is written on error:
-  // INVALID_ARGUMENT for a malformed or out-of-range batch, DATA_LOSS for
-  // a checksum mismatch, UNIMPLEMENTED for an encoding it does not know.
-  // Returns the number of pages applied.
-  virtual absl::StatusOr<uint64_t> Apply(const v1::PageBatch& batch,
-                                         uint32_t stream_index,
-                                         uint32_t stream_count,
-                                         mmu::GuestMemory& memory) = 0;
-};
-
-// RAW and ZERO runs, COMPRESSION_NONE.
-class RawBatchDecoder : public BatchDecoder {
- public:
-  absl::StatusOr<uint64_t> Apply(const v1::PageBatch& batch,
-                                 uint32_t stream_index, uint32_t stream_count,
-                                 mmu::GuestMemory& memory) override;
-};
 
 }  // namespace ferry::migration
 

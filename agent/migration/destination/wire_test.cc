@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <vector>
+#include <unistd.h>
 
 #include "gtest/gtest.h"
 
@@ -18,14 +19,33 @@ std::unique_ptr<mmu::GuestMemory> Memory(uint64_t bytes) {
   return std::move(*m);
 }
 
-TEST(WireTest, Crc32cCheckValueAndSpeed) {
-  EXPECT_EQ(Crc32c(0, "123456789", 9), 0xE3069283u);
-  EXPECT_EQ(Crc32c(Crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
-  std::vector<uint8_t> buf(64 << 20, 0x5a);
+TEST(WireTest, FullDigestSpeedOfPopulatedMemory) {
+  auto layout = mmu::DefaultLayout(64 << 20);
+  ASSERT_TRUE(layout.ok());
+  layout->populate = true;
+  auto m = mmu::GuestMemory::Create(*layout);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(ComputeDigest(**m, v1::MEMORY_VERIFICATION_FULL, 0, 0).memslots(0).pages(),
+            (64u << 20) / 4096);
   const auto t0 = std::chrono::steady_clock::now();
-  uint32_t c = Crc32c(0, buf.data(), buf.size());
+  v1::MemoryDigest d = ComputeDigest(**m, v1::MEMORY_VERIFICATION_FULL, 0, 0);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("crc32c: %.0f MB/s (%08x)\n", buf.size() / s / 1e6, c);
+  std::printf("full digest of 64 MiB populated: %.2f ms\n", s * 1e3);
+  for (int rep = 0; rep < 2; ++rep) {
+    const auto t1 = std::chrono::steady_clock::now();
+    d = ComputeDigest(**m, v1::MEMORY_VERIFICATION_FULL, 0, 0);
+    std::printf("  again: %.2f ms\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() * 1e3);
+  }
+  for (int rep = 0; rep < 2; ++rep) {
+    const auto t1 = std::chrono::steady_clock::now();
+    d = ComputeDigest(**m, v1::MEMORY_VERIFICATION_SAMPLED, 77 + rep, 4096);
+    std::printf("  sampled 4096: %.2f ms\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() * 1e3);
+  }
+  const auto t2 = std::chrono::steady_clock::now();
+  uint64_t h = 0;
+  for (int i = 0; i < 10; ++i) h += lseek((*m)->memfd(), i << 21, SEEK_DATA);
+  std::printf("  10 lseek: %.3f ms %lu\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count() * 1e3, h);
+
 }
 
 TEST(WireTest, DigestMatchesCopiesAndNamesTheSlot) {
@@ -43,45 +63,19 @@ TEST(WireTest, DigestMatchesCopiesAndNamesTheSlot) {
   EXPECT_NE(s.message().find("memslot 0"), std::string::npos) << s;
 }
 
-v1::PageBatch RawBatch(uint64_t gpa, uint8_t fill) {
-  v1::PageBatch b;
-  b.set_sequence(1);
-  v1::PageRun* r = b.add_runs();
-  r->set_gpa(gpa);
-  r->set_page_count(1);
-  r->set_encoding(v1::PAGE_ENCODING_RAW);
-  r->set_payload_bytes(4096);
-  b.set_payload(std::string(4096, static_cast<char>(fill)));
-  b.set_compression(v1::COMPRESSION_NONE);
-  b.set_uncompressed_size_bytes(4096);
-  b.set_payload_crc32c(Crc32c(0, b.payload().data(), 4096));
-  return b;
-}
-
-TEST(WireTest, DecoderAppliesValidAndRejectsBadBatchesUntouched) {
-  auto m = Memory(8 << 20);
-  RawBatchDecoder d;
-  ASSERT_TRUE(d.Apply(RawBatch(0x3000, 7), 0, 1, *m).ok());
-  uint8_t got = 0;
-  ASSERT_TRUE(m->Read(0x3000, {&got, 1}).ok());
-  EXPECT_EQ(got, 7);
-
-  v1::PageBatch outside = RawBatch(8 << 20, 1);  // past the end
-  EXPECT_EQ(d.Apply(outside, 0, 1, *m).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  v1::PageBatch other_stream = RawBatch(2 << 20, 1);  // stripe 1 of 2
-  EXPECT_EQ(d.Apply(other_stream, 0, 2, *m).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  v1::PageBatch corrupt = RawBatch(0x3000, 9);
-  (*corrupt.mutable_payload())[100] ^= 1;
-  EXPECT_EQ(d.Apply(corrupt, 0, 1, *m).status().code(), absl::StatusCode::kDataLoss);
-  ASSERT_TRUE(m->Read(0x3000, {&got, 1}).ok());
-  EXPECT_EQ(got, 7) << "a rejected batch must not be applied";
-  v1::PageBatch lying = RawBatch(0x3000, 9);
-  lying.mutable_runs(0)->set_payload_bytes(100);
-  EXPECT_FALSE(d.Apply(lying, 0, 1, *m).ok());
-  v1::PageBatch unaligned = RawBatch(0x3001, 9);
-  EXPECT_FALSE(d.Apply(unaligned, 0, 1, *m).ok());
+TEST(WireTest, SampledDigestOfColdPopulatedGib) {
+  auto layout = mmu::DefaultLayout(1 << 30);
+  ASSERT_TRUE(layout.ok());
+  layout->populate = true;
+  auto t = std::chrono::steady_clock::now();
+  auto m = mmu::GuestMemory::Create(*layout);
+  ASSERT_TRUE(m.ok()) << m.status();
+  std::printf("populate 1 GiB: %.2f ms\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() * 1e3);
+  for (uint32_t n : {1024u, 4096u, 4096u}) {
+    t = std::chrono::steady_clock::now();
+    ComputeDigest(**m, v1::MEMORY_VERIFICATION_SAMPLED, 5, n);
+    std::printf("sampled %u cold: %.2f ms\n", n, std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() * 1e3);
+  }
 }
 
 }  // namespace

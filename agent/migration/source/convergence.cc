@@ -40,6 +40,11 @@ EffectivePolicy ResolvePolicy(const v1::MigrationPolicy& p) {
     e.verify_memory = p.verify_memory();
   }
   if (p.has_verify_sample_pages()) e.verify_sample_pages = p.verify_sample_pages();
+  if (p.compression() != v1::COMPRESSION_UNSPECIFIED) e.compression = p.compression();
+  if (p.has_xor_delta()) e.xor_delta = p.xor_delta();
+  if (p.has_xor_delta_cache_bytes()) {
+    e.xor_delta_cache_bytes = p.xor_delta_cache_bytes();
+  }
   return e;
 }
 

@@ -40,6 +40,10 @@ struct EffectivePolicy {
   v1::HandoffMode handoff = v1::HANDOFF_MODE_CONTROLLER;
   v1::MemoryVerification verify_memory = v1::MEMORY_VERIFICATION_SAMPLED;
   uint32_t verify_sample_pages = 1024;
+  // Page codec (agent/migration/codec): AUTO picks per batch.
+  v1::Compression compression = v1::COMPRESSION_AUTO;
+  bool xor_delta = false;
+  uint64_t xor_delta_cache_bytes = uint64_t{64} << 20;  // all streams together
 };
 EffectivePolicy ResolvePolicy(const v1::MigrationPolicy& policy);
 

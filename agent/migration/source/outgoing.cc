@@ -18,6 +18,8 @@ constexpr absl::Duration kPoll = absl::Milliseconds(20);
 // A round smaller than this says more about latency than bandwidth.
 constexpr uint64_t kMinBandwidthSampleBytes = 4 << 20;
 constexpr double kBandwidthAlpha = 0.5;
+// Pages per Work handed to a stream (= WIRE_CONSTANT_MAX_BATCH_PAYLOAD_BYTES).
+constexpr uint64_t kBatchPages = codec::kMaxDataPagesPerBatch;
 
 // FERRY_MIGRATION_TRACE=1 prints per-round and switchover timings.
 bool Trace() {
@@ -66,12 +68,9 @@ absl::StatusOr<std::unique_ptr<OutgoingMigration>> OutgoingMigration::Start(
   if (!options.clock) options.clock = mmu::SystemMonotonicClock();
   if (!options.wall_clock) options.wall_clock = [] { return absl::Now(); };
   if (!options.credentials) options.credentials = grpc::InsecureChannelCredentials();
-  if (!options.encoder_factory) {
-    options.encoder_factory = [] { return std::make_unique<RawBatchEncoder>(); };
-  }
   if (!options.throttle_factory) {
-    options.throttle_factory = [](vmm::Vm* v, mmu::DirtyLog* log) {
-      return std::make_unique<ParamsPageThrottle>(v, log);
+    options.throttle_factory = [](vmm::Vm* v, mmu::DirtyLog*) {
+      return std::make_unique<VmThrottle>(v);
     };
   }
   std::unique_ptr<OutgoingMigration> m(
@@ -167,7 +166,10 @@ absl::StatusOr<v1::MigrationResult> OutgoingMigration::Confirm(
     return absl::FailedPreconditionError(
         "Confirm before Switchover: the source still owns the VM; use Cancel");
   }
-  if (!confirm_) confirm_ = outcome;
+  if (!confirm_) {
+    confirm_ = outcome;
+    if (outcome == v1::CONFIRM_OUTCOME_HANDED_OFF) resumed_ns_ = options_.clock();
+  }
   auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return result_.has_value() || shutting_down_;
   };
@@ -222,7 +224,11 @@ v1::MigrationProgress OutgoingMigration::SampleLocked() const {
   p.set_bandwidth_bytes_per_s(static_cast<uint64_t>(bandwidth_));
   ToProto(expected_downtime_, p.mutable_expected_downtime());
   p.set_throttle_percent(throttle_percent_);
-  p.set_compression_ratio(1.0);
+  p.set_xor_delta_pages(counters_.xor_pages.load());
+  const uint64_t compressed = counters_.compressed_bytes.load();
+  p.set_compression_ratio(
+      compressed > 0 ? static_cast<double>(counters_.payload_bytes.load()) / compressed
+                     : 1.0);
   p.set_round_pages_sent(round_sent);
   p.set_round_dirty_pages(round_dirty_pages_);
   if (result_) *p.mutable_result() = *result_;
@@ -263,7 +269,10 @@ void OutgoingMigration::Finish(v1::MigrationPhase phase,
                       ? options_.destination_host
                       : options_.source_host);
     if (paused_ns_ != 0 && phase == v1::MIGRATION_PHASE_SUCCEEDED) {
-      ToProto(absl::Nanoseconds(options_.clock() - paused_ns_), r.mutable_downtime());
+      // Until the source learnt that the destination runs (DIRECT: the
+      // Switchover answer; else Confirm), not until it released its copy.
+      const int64_t end = resumed_ns_ != 0 ? resumed_ns_ : options_.clock();
+      ToProto(absl::Nanoseconds(end - paused_ns_), r.mutable_downtime());
     }
     ToProto(absl::Nanoseconds(options_.clock() - start_ns_), r.mutable_total_time());
     r.set_rounds(round_ + 1);
@@ -300,6 +309,7 @@ void OutgoingMigration::Run() {
   for (uint32_t round = 0;; ++round) {
     const int64_t round_start = Now();
     const uint64_t wire_before = counters_.wire_bytes.load();
+    const uint64_t pages_before = counters_.pages_sent.load();
     uint64_t pending = dirty_log_->pending_pages();
     if (round > 0) {
       absl::StatusOr<mmu::DirtyLog::HarvestResult> h = dirty_log_->Harvest();
@@ -359,14 +369,19 @@ void OutgoingMigration::Run() {
                s);
       return;
     }
-    // Bandwidth: what this round put on the wire over how long it took.
-    const uint64_t sent = counters_.wire_bytes.load() - wire_before;
+    // Bandwidth, in the unit of remaining_bytes: the data pages this round
+    // moved (whatever the codec made of them: deltas, compressed; zero and
+    // hole pages, nearly free, are left out) over how long it took. Wire bytes would overestimate the downtime
+    // by the compression ratio.
+    const uint64_t sent =
+        (counters_.pages_sent.load() - pages_before) * mmu::kPageSize;
+    const uint64_t wire = counters_.wire_bytes.load() - wire_before;
     const double secs = (Now() - round_start) / 1e9;
     absl::MutexLock lock(&mu_);
     if (Trace()) {
       std::fprintf(stderr, "migration %s round %u: %llu pages pending, %.1f MiB "
                    "wire in %.1f ms\n", options_.migration_id.c_str(), round,
-                   static_cast<unsigned long long>(pending), sent / 1048576.0,
+                   static_cast<unsigned long long>(pending), wire / 1048576.0,
                    secs * 1e3);
     }
     if (secs > 0 && (sent >= kMinBandwidthSampleBytes || bandwidth_ == 0)) {
@@ -383,6 +398,18 @@ absl::Status OutgoingMigration::Connect() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
   args.SetMaxSendMessageSize(8 << 20);
+  // The data plane: large frames and buffers, flow-control windows that
+  // grow with the measured BDP (the receiver's side: ConfigureServer).
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 1);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20);
+  args.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
+  args.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
+  args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
+  // Each migration gets its own connection (not shared with other
+  // channels to the same endpoint).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   channel_ = grpc::CreateCustomChannel(options_.endpoint, options_.credentials,
                                        args);
   stub_ = v1::MigrationService::NewStub(channel_);
@@ -394,9 +421,17 @@ absl::Status OutgoingMigration::Connect() {
   req.set_token(options_.token);
   *req.mutable_memory() = LayoutOf(vm_->memory());
   req.set_stream_count(policy_.streams);
-  std::unique_ptr<BatchEncoder> probe = options_.encoder_factory();
-  for (v1::Compression c : probe->compressions()) req.add_compressions(c);
-  req.set_xor_delta(probe->xor_delta());
+  // What the codec may use under this policy (AUTO: either compressor).
+  req.add_compressions(v1::COMPRESSION_NONE);
+  if (policy_.compression == v1::COMPRESSION_LZ4 ||
+      policy_.compression == v1::COMPRESSION_AUTO) {
+    req.add_compressions(v1::COMPRESSION_LZ4);
+  }
+  if (policy_.compression == v1::COMPRESSION_ZSTD ||
+      policy_.compression == v1::COMPRESSION_AUTO) {
+    req.add_compressions(v1::COMPRESSION_ZSTD);
+  }
+  req.set_xor_delta(policy_.xor_delta);
   req.set_source_host(options_.source_host);
   v1::HelloResponse resp;
   grpc::ClientContext ctx;
@@ -435,9 +470,13 @@ absl::Status OutgoingMigration::OpenStreams() {
     c.max_inflight = std::max<uint32_t>(1, options_.max_inflight_batches);
     c.max_bytes_per_s = share;
     c.hook = options_.batch_hook;
+    c.stream_count = policy_.streams;
+    c.encoder.compression.mode = policy_.compression;
+    if (share > 0) c.encoder.compression.default_link_bytes_per_s = share;
+    c.encoder.xor_delta = policy_.xor_delta;
+    c.encoder.xor_cache_bytes = policy_.xor_delta_cache_bytes / policy_.streams;
     streams_.push_back(std::make_unique<StreamSender>(
-        std::move(c), stub_.get(), options_.encoder_factory(), vm_->memory(),
-        &counters_));
+        std::move(c), stub_.get(), vm_->memory(), &counters_));
     RETURN_IF_ERROR(streams_.back()->Open());
   }
   return absl::OkStatus();
@@ -468,12 +507,21 @@ absl::Status OutgoingMigration::CheckDeadlines() {
         absl::FormatDuration(policy_.progress_timeout), " (best ",
         best_remaining_, " bytes)"));
   }
+  // A destination that refuses one stream's batch aborts the migration and
+  // so ends the other streams too: report the stream that says why.
+  absl::Status stream_error;
   for (const auto& s : streams_) {
-    if (s->failed()) {
-      failure_kind_ = v1::MIGRATION_FAILURE_TRANSPORT;
-      absl::Status st = s->Cancel();
-      return st.ok() ? absl::UnavailableError("Transfer stream failed") : st;
+    if (!s->failed()) continue;
+    failure_kind_ = v1::MIGRATION_FAILURE_TRANSPORT;
+    absl::Status st = s->Cancel();
+    if (st.ok()) st = absl::UnavailableError("Transfer stream failed");
+    if (stream_error.ok() || (stream_error.code() == absl::StatusCode::kCancelled &&
+                              st.code() != absl::StatusCode::kCancelled)) {
+      stream_error = st;
     }
+  }
+  if (!stream_error.ok()) return stream_error;
+  for (const auto& s : streams_) {
     if (absl::Now() - s->last_progress() > policy_.progress_timeout &&
         !s->AwaitIdle(absl::ZeroDuration())) {
       failure_kind_ = v1::MIGRATION_FAILURE_TRANSPORT;
@@ -485,6 +533,7 @@ absl::Status OutgoingMigration::CheckDeadlines() {
 }
 
 absl::Status OutgoingMigration::SendRound(uint32_t round) {
+  const int64_t t_start = Now();
   const uint32_t n = static_cast<uint32_t>(streams_.size());
   std::vector<StreamSender::Work> pending(n);
   auto flush = [&](uint32_t s) -> absl::Status {
@@ -547,13 +596,29 @@ absl::Status OutgoingMigration::SendRound(uint32_t round) {
   }
   for (uint32_t s = 0; s < n; ++s) RETURN_IF_ERROR(flush(s));
   const int64_t t2 = Now();
-  absl::Status drained = WaitDrained();
+  // No ack barrier between rounds: once a round's batches are written the
+  // next harvest may start (a page always travels on the same stream, so
+  // a later copy cannot overtake an earlier one). The final round too:
+  // Switchover names the last sequences and the destination waits for them.
+  absl::Status written = WaitWritten();
   if (Trace()) {
-    std::fprintf(stderr, "  send round %u: take %.1f ms, enqueue %.1f ms, "
-                 "drain %.1f ms\n", round, take_ns / 1e6, flush_ns / 1e6,
-                 (Now() - t2) / 1e6);
+    std::fprintf(stderr, "  send round %u: %.2f ms (take %.2f, enqueue %.2f, "
+                 "write tail %.2f)\n", round, (Now() - t_start) / 1e6,
+                 take_ns / 1e6, flush_ns / 1e6, (Now() - t2) / 1e6);
   }
-  return drained;
+  return written;
+}
+
+absl::Status OutgoingMigration::WaitWritten() {
+  for (const auto& s : streams_) {
+    while (!s->AwaitWritten(kPoll)) {
+      RETURN_IF_ERROR(CheckDeadlines());
+      if (absl::Nanoseconds(Now() - last_publish_ns_) >= options_.progress_interval) {
+        Publish();
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status OutgoingMigration::WaitDrained() {
@@ -600,16 +665,13 @@ void OutgoingMigration::Switchover() {
              s);
     return;
   }
+  const int64_t t_sent = Now();
   v1::SwitchoverRequest req;
   req.set_migration_id(options_.migration_id);
   req.set_session_id(session_);
-  for (const auto& s : streams_) {
-    req.add_final_sequences(s->last_sequence());
-    if (absl::Status st = s->Close(options_.rpc_timeout); !st.ok()) {
-      Rollback(v1::MIGRATION_FAILURE_TRANSPORT, st);
-      return;
-    }
-  }
+  // Streams stay open (acks may be outstanding): the destination waits
+  // until it applied these before it verifies.
+  for (const auto& s : streams_) req.add_final_sequences(s->last_sequence());
   absl::StatusOr<v1::VmState> state = vm_->Save();
   if (!state.ok()) {
     Rollback(v1::MIGRATION_FAILURE_SOURCE_ERROR, state.status());
@@ -636,12 +698,19 @@ void OutgoingMigration::Switchover() {
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.switchover_timeout));
   grpc::Status rpc = stub_->Switchover(&ctx, req, &resp);
-  if (Trace()) {
-    std::fprintf(stderr, "migration %s switchover: pause+final pass+close+save"
-                 "+digest %.2f ms, Switchover RPC %.2f ms\n",
-                 options_.migration_id.c_str(), (t_send - paused_ns_) / 1e6,
-                 (Now() - t_send) / 1e6);
+  const int64_t t_answer = Now();
+  if (rpc.ok() && resp.state() == v1::HANDOFF_STATE_RESUMED) {
+    absl::MutexLock lock(&mu_);
+    resumed_ns_ = t_answer;
   }
+  if (Trace()) {
+    std::fprintf(stderr, "migration %s switchover: pause+harvest+final pass "
+                 "%.2f ms, save+digest %.2f ms, Switchover RPC %.2f ms\n",
+                 options_.migration_id.c_str(), (t_sent - paused_ns_) / 1e6,
+                 (t_send - t_sent) / 1e6, (t_answer - t_send) / 1e6);
+  }
+  // Whatever the answer, the data plane is done.
+  StopStreams(/*give_back=*/false);
   if (!rpc.ok()) {
     // The answer is lost: ask the destination to abort. Only an explicit
     // ABORTED lets us resume; RESUMED means it runs there.

@@ -7,8 +7,9 @@
 //                 each stream with at most max_inflight_batches unacked.
 //                 Every round: measure bandwidth (EWMA) and dirty rate,
 //                 decide (convergence.h): go on, throttle, fail, switch.
-//   SWITCHOVER    Pause, throttle reset, final harvest + send, all acks,
-//                 Save, digest, Switchover RPC.
+//   SWITCHOVER    Pause, throttle reset, final harvest + send (written,
+//                 not acked: the destination waits for the sequences
+//                 Switchover names), Save, digest, Switchover RPC.
 //   FINISHING     destination ARMED: wait for Confirm() (the controller
 //                 resumed it with FinishIncoming).
 //   CONFIRMING    destination RESUMED: the source copy goes to `release`.
@@ -38,7 +39,6 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "agent/migration/source/batch_encoder.h"
 #include "agent/migration/source/convergence.h"
 #include "agent/migration/source/throttle.h"
 #include "agent/vmm/vm.h"
@@ -71,7 +71,7 @@ struct OutgoingOptions {
   absl::Duration rpc_timeout = absl::Seconds(10);
   absl::Duration switchover_timeout = absl::Seconds(30);
   uint32_t max_inflight_batches = 16;  // per stream (x 1 MiB)
-  std::function<std::unique_ptr<BatchEncoder>()> encoder_factory;
+  // Default: VmThrottle (Vm::SetThrottle, vCPU time taken away).
   std::function<std::unique_ptr<VcpuThrottle>(vmm::Vm*, mmu::DirtyLog*)>
       throttle_factory;
   // Test hook: sees (and may corrupt) every batch just before it is sent.
@@ -88,6 +88,9 @@ struct SendCounters {
   std::atomic<uint64_t> zero_pages{0};
   std::atomic<uint64_t> payload_bytes{0};
   std::atomic<uint64_t> wire_bytes{0};
+  std::atomic<uint64_t> xor_pages{0};
+  // PageBatch.payload bytes after compression (payload_bytes before).
+  std::atomic<uint64_t> compressed_bytes{0};
   std::atomic<uint64_t> round_pages_sent{0};
   std::atomic<uint64_t> batches{0};
 };
@@ -139,6 +142,8 @@ class OutgoingMigration {
   // cancel or stall.
   absl::Status SendRound(uint32_t round);
   absl::Status WaitDrained();
+  // Until every stream wrote all it was given (acks may be outstanding).
+  absl::Status WaitWritten();
   absl::Status CheckDeadlines();
   void Switchover();
   void AwaitConfirm() ABSL_LOCKS_EXCLUDED(mu_);
@@ -173,6 +178,8 @@ class OutgoingMigration {
   std::vector<std::unique_ptr<StreamSender>> streams_;
   bool paused_ = false;
   int64_t paused_ns_ = 0;
+  // When the source learnt that the destination runs (downtime end).
+  int64_t resumed_ns_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time paused_wall_;
   int64_t last_publish_ns_ = 0;
   uint64_t best_remaining_ = UINT64_MAX;

@@ -1,20 +1,71 @@
 #include "agent/migration/source/stream_sender.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "agent/migration/destination/wire.h"
 #include "agent/migration/source/outgoing.h"
 
 namespace ferry::migration {
+namespace {
+
+codec::EncoderOptions WithRoute(codec::EncoderOptions o, uint32_t index,
+                                uint32_t count) {
+  o.route.index = index;
+  o.route.count = count;
+  return o;
+}
+
+// Round 0: the destination's memory is fresh (zero), so pages that are
+// holes in the source's memfd (never written) need not be read at all —
+// reading them would fault them in and allocate them. A write after this
+// check is in the dirty log, which started before round 0.
+void DropHoles(const mmu::GuestMemory& memory,
+               const std::vector<mmu::PageRun>& in,
+               std::vector<mmu::PageRun>* out, uint64_t* hole_pages) {
+  out->clear();
+  for (const mmu::PageRun& r : in) {
+    absl::StatusOr<mmu::Memslot> slot = memory.FindSlot(r.gpa);
+    if (!slot.ok()) {  // let the encoder report it
+      out->push_back(r);
+      continue;
+    }
+    uint64_t i = 0;
+    while (i < r.npages) {
+      const uint64_t page = r.first_page + i;
+      const uint64_t hole_end =
+          std::min(HoleEnd(memory, *slot, page), r.first_page + r.npages);
+      if (hole_end > page) {
+        *hole_pages += hole_end - page;
+        i = hole_end - r.first_page;
+        continue;
+      }
+      // Backed: up to the next 2 MiB boundary, then ask again.
+      const uint64_t stop =
+          std::min(r.first_page + r.npages, (page | 511) + 1) - r.first_page;
+      mmu::PageRun piece{r.slot, page, stop - i, r.gpa + (i << mmu::kPageShift)};
+      if (!out->empty() && out->back().slot == piece.slot &&
+          out->back().first_page + out->back().npages == piece.first_page) {
+        out->back().npages += piece.npages;
+      } else {
+        out->push_back(piece);
+      }
+      i = stop;
+    }
+  }
+}
+
+}  // namespace
 
 StreamSender::StreamSender(Config config, v1::MigrationService::Stub* stub,
-                           std::unique_ptr<BatchEncoder> encoder,
                            const mmu::GuestMemory& memory,
                            SendCounters* counters)
     : config_(std::move(config)),
       stub_(stub),
-      encoder_(std::move(encoder)),
+      encoder_(&memory, WithRoute(config_.encoder, config_.index,
+                                  config_.stream_count)),
       memory_(memory),
       counters_(counters) {}
 
@@ -62,6 +113,24 @@ bool StreamSender::AwaitIdle(absl::Duration timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout) && !failed_;
 }
 
+bool StreamSender::AwaitWritten(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto written = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return failed_ || (queue_.empty() && !encoding_);
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&written), timeout) && !failed_;
+}
+
+uint64_t StreamSender::unacked_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return unacked_bytes_;
+}
+
+double StreamSender::link_bytes_per_s() const {
+  absl::MutexLock lock(&mu_);
+  return link_;
+}
+
 bool StreamSender::failed() const {
   absl::MutexLock lock(&mu_);
   return failed_;
@@ -87,6 +156,13 @@ void StreamSender::Fail(absl::Status status) {
 
 void StreamSender::WriterLoop() {
   double next_send_s = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  v1::TransferRequest request;  // reused: keeps its payload buffer
+  std::vector<mmu::PageRun> runs;
+  // Link rate: bytes over the time spent blocked in Write, per window.
+  constexpr uint64_t kRateWindowBytes = 4 << 20;
+  uint64_t window_bytes = 0;
+  int64_t window_ns = 0;
+  const codec::CodecStats* stats = &encoder_.stats();
   while (true) {
     Work work;
     {
@@ -102,45 +178,90 @@ void StreamSender::WriterLoop() {
       encoding_ = true;
       encoding_runs_ = work.runs;
     }
-    v1::TransferRequest request;
-    v1::PageBatch* batch = request.mutable_batch();
-    EncodeStats stats;
-    absl::Status encoded =
-        encoder_->Encode(work.runs, memory_, work.skip_zero, batch, &stats);
-    if (!encoded.ok()) {
-      Fail(encoded);
-      return;
+    uint64_t holes = 0;
+    if (work.skip_zero) {
+      DropHoles(memory_, work.runs, &runs, &holes);
+    } else {
+      runs = work.runs;
     }
-    counters_->zero_pages += stats.zero_pages;
+    counters_->zero_pages += holes;
+    codec::EncodePass pass = work.skip_zero ? codec::EncodePass::FirstRound(runs)
+                                            : codec::EncodePass::LaterRound(runs);
+    uint64_t last_sequence = 0;
+    while (true) {
+      const codec::CodecStats before = *stats;
+      absl::StatusOr<bool> more = encoder_.NextBatch(&pass, request.mutable_batch());
+      if (!more.ok()) {
+        Fail(more.status());
+        return;
+      }
+      const codec::CodecStats& after = *stats;
+      counters_->zero_pages += (after.pages_zero - before.pages_zero) +
+                               (after.pages_zero_skipped - before.pages_zero_skipped);
+      if (!*more) break;
+      v1::PageBatch* batch = request.mutable_batch();
+      uint64_t sequence = 0;
+      const size_t wire = request.ByteSizeLong();
+      {
+        absl::MutexLock lock(&mu_);
+        // Room for this batch (the first one of a Work was checked above).
+        auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return failed_ || inflight_.size() < config_.max_inflight;
+        };
+        mu_.Await(absl::Condition(&room));
+        if (failed_) return;
+        sequence = ++last_sequence_;
+        Inflight& f = inflight_[sequence];
+        f.wire_bytes = wire;
+        unacked_bytes_ += wire;
+        last_sequence = sequence;
+      }
+      batch->set_round(work.round);
+      batch->set_sequence(sequence);
+      if (config_.hook) config_.hook(config_.index, batch);
+      if (config_.max_bytes_per_s > 0) {  // this stream's share of the cap
+        const double now_s = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+        if (next_send_s > now_s) absl::SleepFor(absl::Seconds(next_send_s - now_s));
+        next_send_s = std::max(next_send_s, now_s) + wire / config_.max_bytes_per_s;
+      }
+      const int64_t t0 = absl::GetCurrentTimeNanos();
+      if (!stream_->Write(request)) {
+        Fail(absl::UnavailableError(absl::StrCat(
+            "Transfer stream ", config_.index, ": write failed (the destination "
+            "ended the stream)")));
+        return;
+      }
+      window_ns += absl::GetCurrentTimeNanos() - t0;
+      window_bytes += wire;
+      if (window_bytes >= kRateWindowBytes && window_ns > 0) {
+        double rate = window_bytes * 1e9 / window_ns;
+        if (config_.max_bytes_per_s > 0) rate = std::min(rate, config_.max_bytes_per_s);
+        {
+          absl::MutexLock lock(&mu_);
+          link_ = link_ == 0 ? rate : 0.25 * rate + 0.75 * link_;
+          rate = link_;
+        }
+        encoder_.SetLinkBandwidth(rate);
+        window_bytes = 0;
+        window_ns = 0;
+      }
+      counters_->pages_sent += (after.pages_raw - before.pages_raw) +
+                               (after.pages_xor - before.pages_xor);
+      counters_->xor_pages += after.pages_xor - before.pages_xor;
+      counters_->payload_bytes += after.payload_bytes - before.payload_bytes;
+      counters_->compressed_bytes += after.wire_bytes - before.wire_bytes;
+      counters_->wire_bytes += wire;
+      counters_->batches += 1;
+    }
     counters_->round_pages_sent += work.pages;
-    uint64_t sequence = 0;
-    {
-      absl::MutexLock lock(&mu_);
-      encoding_ = false;
-      encoding_runs_.clear();
-      if (batch->runs_size() == 0) continue;  // all zero in round 0
-      sequence = ++last_sequence_;
-      inflight_[sequence] = std::move(work.runs);
+    absl::MutexLock lock(&mu_);
+    // The Work's pages ride on its last batch: given back if it is lost
+    // (acks are cumulative; if it was acked already, so were the others).
+    if (auto it = inflight_.find(last_sequence); it != inflight_.end()) {
+      it->second.runs = std::move(work.runs);
     }
-    batch->set_round(work.round);
-    batch->set_sequence(sequence);
-    if (config_.hook) config_.hook(config_.index, batch);
-    const size_t wire = request.ByteSizeLong();
-    if (config_.max_bytes_per_s > 0) {  // this stream's share of the cap
-      const double now_s = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-      if (next_send_s > now_s) absl::SleepFor(absl::Seconds(next_send_s - now_s));
-      next_send_s = std::max(next_send_s, now_s) + wire / config_.max_bytes_per_s;
-    }
-    if (!stream_->Write(request)) {
-      Fail(absl::UnavailableError(absl::StrCat(
-          "Transfer stream ", config_.index, ": write failed (the destination "
-          "ended the stream)")));
-      return;
-    }
-    counters_->pages_sent += stats.data_pages;
-    counters_->payload_bytes += stats.payload_bytes;
-    counters_->wire_bytes += wire;
-    counters_->batches += 1;
+    encoding_ = false;
+    encoding_runs_.clear();
   }
 }
 
@@ -157,7 +278,11 @@ void StreamSender::ReaderLoop() {
     }
     if (ack.applied_sequence() > acked_) {
       acked_ = ack.applied_sequence();
-      inflight_.erase(inflight_.begin(), inflight_.upper_bound(acked_));
+      auto end = inflight_.upper_bound(acked_);
+      for (auto it = inflight_.begin(); it != end; ++it) {
+        unacked_bytes_ -= std::min(unacked_bytes_, it->second.wire_bytes);
+      }
+      inflight_.erase(inflight_.begin(), end);
       last_progress_ = absl::Now();
     }
   }
@@ -244,8 +369,15 @@ std::vector<mmu::PageRun> StreamSender::TakeUnsent() {
   queue_.clear();
   runs.insert(runs.end(), encoding_runs_.begin(), encoding_runs_.end());
   encoding_runs_.clear();
-  for (auto& [seq, r] : inflight_) runs.insert(runs.end(), r.begin(), r.end());
+  for (auto& [seq, f] : inflight_) {
+    runs.insert(runs.end(), f.runs.begin(), f.runs.end());
+  }
   inflight_.clear();
+  unacked_bytes_ = 0;
+  // Batches after the receiver's applied sequence are lost: the cache no
+  // longer matches the destination (codec.h, "XOR consistency"). The
+  // writer is joined (Cancel ran first), so the encoder is ours.
+  if (joined_) encoder_.ResetXorCache();
   return runs;
 }
 

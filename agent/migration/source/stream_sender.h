@@ -1,8 +1,13 @@
 // StreamSender: one Transfer stream of an outgoing migration. A writer
-// thread encodes queued work into PageBatches and writes them (at most
-// max_inflight unacked); a reader thread consumes cumulative TransferAcks.
-// Sequence numbers are contiguous from 1 (empty batches — all-zero pages
-// skipped in round 0 — get none).
+// thread encodes queued work into PageBatches with the stream's own
+// codec::PageBatchEncoder (zero pages, XOR deltas, AUTO compression) and
+// writes them (at most max_inflight unacked); a reader thread consumes
+// cumulative TransferAcks. Sequence numbers are contiguous from 1 (work
+// whose pages are all zero in round 0 produces no batch and gets none).
+//
+// XOR consistency (codec.h): the encoder's cache must equal what the
+// destination applied. Whenever batches may be lost (Cancel / TakeUnsent,
+// i.e. a stream reset or a rollback), the cache is reset.
 #ifndef FERRY_AGENT_MIGRATION_SOURCE_STREAM_SENDER_H_
 #define FERRY_AGENT_MIGRATION_SOURCE_STREAM_SENDER_H_
 
@@ -19,7 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "agent/migration/source/batch_encoder.h"
+#include "agent/migration/codec/codec.h"
 #include "grpcpp/grpcpp.h"
 #include "mmu/guest_memory.h"
 #include "proto/migration.grpc.pb.h"
@@ -44,10 +49,11 @@ class StreamSender {
     uint32_t max_queued = 4;
     double max_bytes_per_s = 0;  // this stream's share; 0 = unlimited
     std::function<void(uint32_t, v1::PageBatch*)> hook;
+    codec::EncoderOptions encoder;  // route is set from index / stream count
+    uint32_t stream_count = 1;
   };
 
   StreamSender(Config config, v1::MigrationService::Stub* stub,
-               std::unique_ptr<BatchEncoder> encoder,
                const mmu::GuestMemory& memory, SendCounters* counters);
   ~StreamSender();  // Cancel()s if still running
 
@@ -58,6 +64,13 @@ class StreamSender {
   bool Enqueue(Work& work, absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
   // Waits up to `timeout` for: nothing queued or unacked (true), or failure.
   bool AwaitIdle(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits up to `timeout` for: everything queued encoded and written (acks
+  // may still be outstanding), true; or failure.
+  bool AwaitWritten(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
+  // Bytes written but not acknowledged yet (approximate).
+  uint64_t unacked_bytes() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The measured wire rate of this stream (EWMA, bytes/s; 0 = unknown).
+  double link_bytes_per_s() const ABSL_LOCKS_EXCLUDED(mu_);
   bool failed() const ABSL_LOCKS_EXCLUDED(mu_);
   // When the last ack (or the open) arrived.
   absl::Time last_progress() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -79,7 +92,8 @@ class StreamSender {
 
   const Config config_;
   v1::MigrationService::Stub* const stub_;
-  const std::unique_ptr<BatchEncoder> encoder_;
+  // Writer thread only (and TakeUnsent after it is joined).
+  codec::PageBatchEncoder encoder_;
   const mmu::GuestMemory& memory_;
   SendCounters* const counters_;
 
@@ -93,7 +107,13 @@ class StreamSender {
 
   mutable absl::Mutex mu_;
   std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);
-  std::map<uint64_t, std::vector<mmu::PageRun>> inflight_ ABSL_GUARDED_BY(mu_);
+  struct Inflight {
+    std::vector<mmu::PageRun> runs;  // a Work's runs ride on its last batch
+    uint64_t wire_bytes = 0;
+  };
+  std::map<uint64_t, Inflight> inflight_ ABSL_GUARDED_BY(mu_);
+  uint64_t unacked_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  double link_ ABSL_GUARDED_BY(mu_) = 0;
   bool encoding_ ABSL_GUARDED_BY(mu_) = false;  // a popped Work not yet in flight
   std::vector<mmu::PageRun> encoding_runs_ ABSL_GUARDED_BY(mu_);
   uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;

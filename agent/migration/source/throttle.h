@@ -1,14 +1,7 @@
-// VcpuThrottle: auto-converge's knob. QEMU steals vCPU time
-// (cpu_throttle_set); our guest paces its own writes by the params page's
-// target_dirty_pages_per_sec, which the VMM may change at run time (abi.h:
-// store the rate, then bump config_seq with release order).
-//
-// ParamsPageThrottle writes that page directly and reports the write to
-// the DirtyLog (a VMM write never faults through the tracker). The throttle
-// lives in guest memory, so it would travel with the guest: Reset() puts
-// the original rate back and MUST run before the final harvest.
-// TODO(vmm): replace with a Vm::SetThrottle(percent) that steals vCPU time
-// for any guest (KVM backend: a sleep in the vCPU loop, as QEMU does).
+// VcpuThrottle: auto-converge's knob. Like QEMU's cpu-throttle it takes
+// vCPU time away (Vm::SetThrottle: each vCPU thread sleeps `percent` of
+// every ~10 ms timeslice), so it works for any guest on both backends and
+// never touches guest memory: nothing of it travels with the guest.
 #ifndef FERRY_AGENT_MIGRATION_SOURCE_THROTTLE_H_
 #define FERRY_AGENT_MIGRATION_SOURCE_THROTTLE_H_
 
@@ -16,7 +9,6 @@
 #include <memory>
 
 #include "absl/status/status.h"
-#include "absl/time/time.h"
 #include "agent/vmm/vm.h"
 #include "mmu/dirty_log.h"
 
@@ -31,22 +23,15 @@ class VcpuThrottle {
   virtual absl::Status Reset() = 0;
 };
 
-class ParamsPageThrottle : public VcpuThrottle {
+// The production throttle: Vm::SetThrottle.
+class VmThrottle : public VcpuThrottle {
  public:
-  // `log` may be null (then the write is not reported: only after tracking).
-  ParamsPageThrottle(vmm::Vm* vm, mmu::DirtyLog* log);
+  explicit VmThrottle(vmm::Vm* vm) : vm_(vm) {}
   absl::Status Set(uint32_t percent) override;
   absl::Status Reset() override;
 
  private:
-  absl::Status Write(uint64_t target_pages_per_s);
-
   vmm::Vm* const vm_;
-  mmu::DirtyLog* const log_;
-  uint64_t original_ = 0;  // params target at construction (0 = flat out)
-  uint64_t start_pages_written_ = 0;
-  absl::Time start_;
-  uint64_t base_ = 0;  // pages/s that percent applies to, fixed on first Set
   bool changed_ = false;
 };
 
