@@ -1,12 +1,13 @@
-// ferry-agent: the per-host daemon. Serves AgentService (and, once the
-// migration engine is wired, MigrationService) on one gRPC port, owns this
-// host's VMs, samples their dirty rates.
+// ferry-agent: the per-host daemon. Serves AgentService and the migration
+// data plane (MigrationService) on one gRPC port, owns this host's VMs,
+// samples their dirty rates, runs migrations in and out.
 //
 //   ferry-agent --listen=127.0.0.1:0 --port_file=/run/ferry/port
 //       --data_dir=/var/lib/ferry/agent [--backend=auto|kvm|soft]
 //       [--name=host-a] [--labels=zone=a,rack=3]
 //       [--memory_capacity=64GiB] [--vcpu_capacity=32]
 //       [--stats_interval=1s] [--shutdown_grace=5s]
+//       [--migration_prepare_ttl=60s] [--migration_idle_timeout=60s]
 //
 // stdout carries exactly one line, once serving:
 //   ferry-agent listening on 127.0.0.1:41234
@@ -28,8 +29,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "agent/migration/destination/incoming.h"
 #include "agent/service/agent_service.h"
 #include "agent/service/data_dir.h"
+#include "agent/service/engine_hooks.h"
 #include "agent/service/host_info.h"
 #include "agent/service/log.h"
 #include "agent/service/migration_hooks.h"
@@ -58,6 +61,12 @@ ABSL_FLAG(absl::Duration, stats_interval, absl::Seconds(1),
           "dirty-rate sampling period per VM");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "how long in-flight calls may run after SIGTERM");
+ABSL_FLAG(absl::Duration, migration_prepare_ttl, absl::Seconds(60),
+          "an incoming migration with no Hello within this is dropped "
+          "(default for PrepareIncomingRequest.ttl = 0)");
+ABSL_FLAG(absl::Duration, migration_idle_timeout, absl::Seconds(60),
+          "an incoming migration with no data from the source for this long "
+          "is aborted (the source died)");
 
 namespace ferry::service {
 namespace {
@@ -116,6 +125,11 @@ int Run(int signal_fd) {
   }
   const std::string name =
       absl::GetFlag(FLAGS_name).empty() ? HostName() : absl::GetFlag(FLAGS_name);
+  if (absl::GetFlag(FLAGS_migration_prepare_ttl) <= absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_migration_idle_timeout) <= absl::ZeroDuration()) {
+    return BadFlag(absl::InvalidArgumentError(
+        "--migration_prepare_ttl and --migration_idle_timeout must be > 0"));
+  }
 
   // --- host -------------------------------------------------------------------
   absl::StatusOr<DataDirLock> data_dir =
@@ -148,7 +162,14 @@ int Run(int signal_fd) {
   options.capacity = capacity;
   options.sample_interval = absl::GetFlag(FLAGS_stats_interval);
   VmRegistry registry(set, options);
-  UnwiredMigrationHooks hooks;  // TODO(migration): the engine's hooks
+  EngineHooksOptions engine_options;
+  engine_options.host_name = name;
+  // Incoming VMs are restored on the preferred backend (EngineMigrationHooks).
+  engine_options.incoming_backend =
+      set.preferred == v1::VM_BACKEND_KVM ? set.kvm : set.soft;
+  engine_options.prepare_ttl = absl::GetFlag(FLAGS_migration_prepare_ttl);
+  engine_options.idle_timeout = absl::GetFlag(FLAGS_migration_idle_timeout);
+  EngineMigrationHooks hooks(registry, engine_options);
 
   v1::HostInfo info;
   info.set_name(name);
@@ -172,7 +193,8 @@ int Run(int signal_fd) {
 
   ServerOptions server_options;
   server_options.listen = absl::GetFlag(FLAGS_listen);
-  server_options.services = {&service};  // + MigrationService, when wired
+  server_options.services = {&service, hooks.migration_service()};
+  server_options.configure = &::ferry::migration::IncomingMigrations::ConfigureServer;
   absl::StatusOr<std::unique_ptr<GrpcServer>> server =
       GrpcServer::Start(server_options);
   if (!server.ok()) {
@@ -183,6 +205,7 @@ int Run(int signal_fd) {
     return 1;
   }
   service.SetAgentAddress((*server)->address());
+  hooks.SetEndpoint((*server)->address());
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty()) {
     absl::Status s = WriteFileAtomically(port_file, (*server)->address() + "\n");

@@ -2,18 +2,9 @@
 // binaries (port 0 + --port_file, a data dir each under TEST_TMPDIR), drives
 // them over gRPC, and checks start-up refusals and the SIGTERM shutdown
 // (exit 0, VMs destroyed, nothing left behind).
-#include <dirent.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cstdlib>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -26,172 +17,16 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "proto/agent.grpc.pb.h"
-
-extern char** environ;
+#include "tests/agent_process_util.h"
 
 namespace ferry {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0;
-}
-
-std::string AgentBinary() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* workspace = std::getenv("TEST_WORKSPACE");
-  return absl::StrCat(srcdir ? srcdir : ".", "/", workspace ? workspace : "ferry",
-                      "/agent/ferry-agent");
-}
-
-std::string TmpDir() {
-  const char* t = std::getenv("TEST_TMPDIR");
-  return t ? t : "/tmp";
-}
-
-// Processes whose parent is `pid` (from /proc/*/stat).
-std::vector<int> ChildrenOf(int pid) {
-  std::vector<int> out;
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return out;
-  while (dirent* e = readdir(proc)) {
-    const int child = std::atoi(e->d_name);
-    if (child <= 0) continue;
-    std::string stat = ReadFile(absl::StrCat("/proc/", child, "/stat"));
-    // pid (comm) state ppid ...; comm may contain spaces, so parse after ')'.
-    const size_t close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 1));
-    std::string state;
-    int ppid = 0;
-    rest >> state >> ppid;
-    if (ppid == pid) out.push_back(child);
-  }
-  closedir(proc);
-  return out;
-}
-
-// One ferry-agent process. Output goes to files in TEST_TMPDIR (shown on
-// failure); the destructor SIGKILLs a process the test did not stop.
-class Agent {
- public:
-  Agent(const std::string& name, const std::string& data_dir,
-        std::vector<std::string> extra = {})
-      : name_(name), data_dir_(data_dir) {
-    const std::string base = absl::StrCat(TmpDir(), "/", name);
-    port_file_ = base + ".port";
-    stdout_ = base + ".stdout";
-    stderr_ = base + ".stderr";
-    unlink(port_file_.c_str());
-    std::vector<std::string> args = {
-        AgentBinary(), "--listen=127.0.0.1:0", "--port_file=" + port_file_,
-        "--data_dir=" + data_dir_, "--name=" + name_, "--backend=auto",
-        "--memory_capacity=512MiB", "--vcpu_capacity=4",
-        "--stats_interval=250ms"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, stdout_.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, stderr_.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(),
-                               environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << strerror(rc);
-      pid_ = -1;
-    }
-  }
-
-  ~Agent() {
-    if (pid_ > 0 && !exited_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-
-  // Waits for the port file; false (with the log) if the agent exited.
-  bool WaitReady(absl::Duration timeout = absl::Seconds(10)) {
-    const absl::Time end = absl::Now() + timeout;
-    while (absl::Now() < end) {
-      if (Exists(port_file_)) {
-        address_ = std::string(absl::StripAsciiWhitespace(ReadFile(port_file_)));
-        channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
-        stub_ = v1::AgentService::NewStub(channel_);
-        return true;
-      }
-      if (Poll()) {
-        ADD_FAILURE() << name_ << " exited early with " << exit_code_ << ":\n"
-                      << Log();
-        return false;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ADD_FAILURE() << name_ << " did not write " << port_file_ << ":\n" << Log();
-    return false;
-  }
-
-  // Waits for exit; returns the exit code, or -1 (signal/timeout).
-  int WaitExit(absl::Duration timeout = absl::Seconds(15)) {
-    const absl::Time end = absl::Now() + timeout;
-    while (absl::Now() < end) {
-      if (Poll()) return exit_code_;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return -1;
-  }
-
-  int Terminate() {
-    kill(pid_, SIGTERM);
-    return WaitExit();
-  }
-
-  bool Poll() {
-    if (exited_) return true;
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
-    exited_ = true;
-    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return true;
-  }
-
-  std::string Log() const {
-    return absl::StrCat("--- stdout:\n", ReadFile(stdout_), "--- stderr:\n",
-                        ReadFile(stderr_));
-  }
-  std::string Stdout() const { return ReadFile(stdout_); }
-  std::string Stderr() const { return ReadFile(stderr_); }
-
-  int pid() const { return pid_; }
-  const std::string& address() const { return address_; }
-  const std::string& port_file() const { return port_file_; }
-  v1::AgentService::Stub& stub() { return *stub_; }
-
- private:
-  std::string name_, data_dir_, port_file_, stdout_, stderr_, address_;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  int exit_code_ = -1;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::AgentService::Stub> stub_;
-};
-
-std::unique_ptr<grpc::ClientContext> Ctx() {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  return ctx;
-}
+using agent_test::Agent;
+using agent_test::ChildrenOf;
+using agent_test::Ctx;
+using agent_test::Exists;
+using agent_test::TmpDir;
 
 v1::VmSpec Spec(const std::string& name) {
   v1::VmSpec spec;
@@ -219,8 +54,8 @@ TEST(AgentProcessTest, TwoAgentsServeVmsAndShutDownCleanly) {
   const std::string dir_b = TmpDir() + "/data-b";
   Agent a("agent-a", dir_a, {"--labels=zone=a"});
   Agent b("agent-b", dir_b, {"--labels=zone=b"});
-  ASSERT_TRUE(a.WaitReady());
-  ASSERT_TRUE(b.WaitReady());
+  ASSERT_TRUE(a.WaitReady().ok()) << a.Log();
+  ASSERT_TRUE(b.WaitReady().ok()) << b.Log();
   EXPECT_NE(a.address(), b.address());
   // The one machine-readable stdout line names the bound port.
   EXPECT_EQ(a.Stdout(), absl::StrCat("ferry-agent listening on ", a.address(), "\n"));
@@ -319,13 +154,13 @@ TEST(AgentProcessTest, TwoAgentsServeVmsAndShutDownCleanly) {
 
   // The lock went with the process: a new agent takes A's data dir.
   Agent next("agent-a3", dir_a);
-  ASSERT_TRUE(next.WaitReady());
+  ASSERT_TRUE(next.WaitReady().ok()) << next.Log();
   EXPECT_EQ(next.Terminate(), 0) << next.Log();
 }
 
 TEST(AgentProcessTest, SigintAlsoShutsDownCleanly) {
   Agent a("agent-int", TmpDir() + "/data-int");
-  ASSERT_TRUE(a.WaitReady());
+  ASSERT_TRUE(a.WaitReady().ok()) << a.Log();
   v1::AgentCreateVmRequest req;
   *req.mutable_spec() = Spec("vm-int");
   v1::Vm vm;

@@ -127,6 +127,7 @@ grpc::Status AgentServiceImpl::DeleteVm(grpc::ServerContext*,
   if (absl::Status s = CheckName(request->name()); !s.ok()) {
     return ToGrpcStatus(s);
   }
+  bool cancelled_migration = false;
   if (request->force()) {
     // agent.proto: a forced delete cancels the VM's migration first. The
     // engine refuses (FAILED_PRECONDITION) once a destination RESUMED; that
@@ -134,6 +135,7 @@ grpc::Status AgentServiceImpl::DeleteVm(grpc::ServerContext*,
     absl::StatusOr<std::string> migration = registry_.MigrationOf(request->name());
     if (!migration.ok()) return ToGrpcStatus(migration.status());
     if (!migration->empty()) {
+      cancelled_migration = true;
       v1::AgentCancelMigrationRequest cancel;
       cancel.set_migration_id(*migration);
       cancel.set_reason(absl::StrCat("VM ", request->name(), " force-deleted"));
@@ -146,7 +148,12 @@ grpc::Status AgentServiceImpl::DeleteVm(grpc::ServerContext*,
       }
     }
   }
-  return ToGrpcStatus(registry_.Delete(request->name(), request->force()));
+  absl::Status deleted = registry_.Delete(request->name(), request->force());
+  // Cancelling an incoming migration drops its shell already.
+  if (cancelled_migration && deleted.code() == absl::StatusCode::kNotFound) {
+    return grpc::Status::OK;
+  }
+  return ToGrpcStatus(deleted);
 }
 
 grpc::Status AgentServiceImpl::GetVmStats(grpc::ServerContext*,

@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,9 @@ struct ServerOptions {
   // Guest memory travels in bounded chunks (migration.proto), so the
   // default 4 MiB receive limit is raised only modestly.
   int max_receive_message_bytes = 16 << 20;
+  // Extra builder settings, applied last (the migration data plane's
+  // flow-control windows: IncomingMigrations::ConfigureServer).
+  std::function<void(grpc::ServerBuilder&)> configure;
 };
 
 class GrpcServer {

@@ -1,13 +1,13 @@
 #include "agent/service/soft_port.h"
 
-#include "agent/vmm/soft/testing/direct_memory_port.h"
+#include "agent/vmm/soft/softmmu_port.h"
 
 namespace ferry::service {
 
 vmm::SoftMemoryPortFactory MakeSoftMemoryPortFactory() {
-  // Stand-in until mmu/softmmu is integrated: direct memory access plus a
-  // bitmap (testonly). Its trackers report DirtyTrackingMode::kFake.
-  return vmm::testing::DirectMemoryPortFactory();
+  // The production port: every soft-vCPU access goes through the software
+  // MMU (mmu/softmmu); dirty tracking is the MMU's write-protection log.
+  return vmm::SoftMmuPortFactory();
 }
 
 }  // namespace ferry::service

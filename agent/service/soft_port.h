@@ -1,8 +1,7 @@
 // The one place that decides which SoftMemoryPort backs soft-backend VMs.
 //
-// TODO(lead): swap DirectMemoryPortFactory for the software MMU's factory
-// (mmu/softmmu) in soft_port.cc and drop `testonly` from :soft_port and
-// //agent:ferry-agent in the BUILD files. Nothing else changes.
+// It is the software MMU's port (vmm::SoftMmuPortFactory, mmu/softmmu):
+// production code, so neither :soft_port nor //agent:ferry-agent is testonly.
 #ifndef FERRY_AGENT_SERVICE_SOFT_PORT_H_
 #define FERRY_AGENT_SERVICE_SOFT_PORT_H_
 
