@@ -172,3 +172,45 @@ TEST(AgentProcessTest, SigintAlsoShutsDownCleanly) {
 
 }  // namespace
 }  // namespace ferry
+
+namespace ferry {
+namespace {
+
+// Where /dev/kvm is missing (or hidden, as here: the agent is pointed at a
+// device path that does not exist), VMs still run — on the software MMU
+// backend — and the agent says why it chose it. A request for KVM on such a
+// host is refused with the reason instead of silently falling back.
+TEST(AgentProcessTest, RunsVmsOnTheSoftBackendWhenKvmIsHidden) {
+  Agent agent("agent-nokvm", TmpDir() + "/data-nokvm",
+              {"--kvm_device=/nonexistent/kvm", "--backend=auto"});
+  ASSERT_TRUE(agent.WaitReady().ok()) << agent.Log();
+  EXPECT_TRUE(absl::StrContains(agent.Stderr(), "/nonexistent/kvm"))
+      << agent.Log();
+
+  v1::AgentCreateVmRequest req;
+  *req.mutable_spec() = Spec("vm-soft");
+  v1::Vm vm;
+  grpc::Status s = agent.stub().CreateVm(Ctx().get(), req, &vm);
+  ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << agent.Log();
+  EXPECT_EQ(vm.status().backend(), v1::VM_BACKEND_SOFT);
+  const v1::Vm v0 = GetVm(agent, "vm-soft");
+  absl::SleepFor(absl::Milliseconds(800));
+  const v1::Vm v1 = GetVm(agent, "vm-soft");
+  EXPECT_EQ(v1.status().phase(), v1::VM_PHASE_RUNNING);
+  EXPECT_GT(v1.status().guest().pages_written(),
+            v0.status().guest().pages_written());
+  EXPECT_EQ(v1.status().selfcheck_errors(), 0u);
+
+  v1::AgentCreateVmRequest kvm_req;
+  *kvm_req.mutable_spec() = Spec("vm-kvm");
+  kvm_req.mutable_spec()->set_backend(v1::VM_BACKEND_KVM);
+  s = agent.stub().CreateVm(Ctx().get(), kvm_req, &vm);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "/nonexistent/kvm"))
+      << s.error_message();
+  EXPECT_EQ(agent.Terminate(), 0) << agent.Log();
+}
+
+}  // namespace
+}  // namespace ferry
