@@ -303,23 +303,28 @@ absl::string_view VmRegistry::StateWord(State state) {
   return "active";
 }
 
+// The VM of an active entry not under migration, for a user operation
+// (`verb`: pause, resume); FAILED_PRECONDITION saying why not otherwise.
+absl::StatusOr<std::shared_ptr<vmm::Vm>> VmRegistry::ActiveVm(
+    Entry& entry, absl::string_view verb) {
+  absl::MutexLock lock(&entry.mu);
+  if (!entry.migration_id.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VM \"", entry.name, "\" is being migrated (migration ",
+        entry.migration_id, "); cancel the migration first"));
+  }
+  if (entry.state != State::kActive || entry.vm == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot ", verb, " VM \"", entry.name, "\": it is ",
+        StateWord(entry.state)));
+  }
+  return entry.vm;
+}
+
 absl::StatusOr<v1::Vm> VmRegistry::Pause(absl::string_view name) {
   ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(name));
   absl::MutexLock op(&entry->op_mu);
-  std::shared_ptr<vmm::Vm> vm;
-  {
-    absl::MutexLock lock(&entry->mu);
-    if (!entry->migration_id.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM \"", entry->name, "\" is being migrated (migration ",
-          entry->migration_id, "); cancel the migration first"));
-    }
-    if (entry->state != State::kActive || entry->vm == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot pause VM \"", entry->name, "\": it is ", StateWord(entry->state)));
-    }
-    vm = entry->vm;
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<vmm::Vm> vm, ActiveVm(*entry, "pause"));
   vmm::VmStats stats = vm->Stats();
   if (stats.phase == v1::VM_PHASE_FAILED) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -334,20 +339,7 @@ absl::StatusOr<v1::Vm> VmRegistry::Pause(absl::string_view name) {
 absl::StatusOr<v1::Vm> VmRegistry::Resume(absl::string_view name) {
   ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(name));
   absl::MutexLock op(&entry->op_mu);
-  std::shared_ptr<vmm::Vm> vm;
-  {
-    absl::MutexLock lock(&entry->mu);
-    if (!entry->migration_id.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "VM \"", entry->name, "\" is being migrated (migration ",
-          entry->migration_id, "); cancel the migration first"));
-    }
-    if (entry->state != State::kActive || entry->vm == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot resume VM \"", entry->name, "\": it is ", StateWord(entry->state)));
-    }
-    vm = entry->vm;
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<vmm::Vm> vm, ActiveVm(*entry, "resume"));
   const v1::VmPhase before = vm->phase();
   RETURN_IF_ERROR(vm->Resume());  // FAILED_PRECONDITION for a failed VM
   if (before != v1::VM_PHASE_RUNNING) LogInfo("VM ", entry->name, " resumed");

@@ -174,6 +174,8 @@ class VmRegistry {
 
   static absl::string_view StateWord(State state);
 
+  static absl::StatusOr<std::shared_ptr<vmm::Vm>> ActiveVm(
+      Entry& entry, absl::string_view verb);
   absl::StatusOr<std::shared_ptr<Entry>> Find(absl::string_view name) const
       ABSL_LOCKS_EXCLUDED(mu_);
   // Validates name and spec and resolves the backend (nothing allocated).
