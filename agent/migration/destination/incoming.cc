@@ -1,5 +1,7 @@
 #include "agent/migration/destination/incoming.h"
 
+#include "agent/migration/destination/malloc_tuning.h"
+
 #include <cstdio>
 #include <algorithm>
 #include <cstdlib>
@@ -727,6 +729,7 @@ grpc::Status IncomingMigrations::Service::Abort(grpc::ServerContext*,
 
 IncomingMigrations::IncomingMigrations(IncomingOptions options)
     : options_(std::move(options)) {
+  TuneMallocForDataPlane();  // normally already applied before main()
   if (!options_.random_hex) options_.random_hex = DefaultRandomHex;
   endpoint_ = options_.endpoint;
   service_ = std::make_unique<Service>(this);

@@ -1,5 +1,7 @@
 #include "agent/migration/source/outgoing.h"
 
+#include "agent/migration/destination/malloc_tuning.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -55,6 +57,7 @@ bool Terminal(v1::MigrationPhase p) {
 
 absl::StatusOr<std::unique_ptr<OutgoingMigration>> OutgoingMigration::Start(
     vmm::Vm* vm, OutgoingOptions options) {
+  TuneMallocForDataPlane();  // normally already applied before main()
   if (vm == nullptr) return absl::InvalidArgumentError("Start: no VM");
   if (options.migration_id.empty() || options.endpoint.empty()) {
     return absl::InvalidArgumentError(
