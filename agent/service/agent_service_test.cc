@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "agent/service/migration_hooks.h"
@@ -40,9 +42,57 @@ v1::VmSpec Spec(const std::string& name, uint64_t memory = 64 * kMiB,
   return spec;
 }
 
-// Records the cancels a forced delete sends.
-class RecordingHooks : public UnwiredMigrationHooks {
+// Finishes a WatchMigration stream at once with a status.
+class FinishedWriteReactor
+    : public grpc::ServerWriteReactor<v1::MigrationProgress> {
  public:
+  explicit FinishedWriteReactor(const absl::Status& status) {
+    Finish(ToGrpcStatus(status));
+  }
+  void OnDone() override { delete this; }
+};
+
+// The status a fake hook returns: names the hook, so a test can tell that
+// each RPC reached its own one.
+absl::Status Unwired(absl::string_view method) {
+  return absl::UnimplementedError(absl::StrCat("fake hooks: ", method));
+}
+
+// Fake migration engine: records the cancels a forced delete sends, blocks
+// PrepareIncoming on demand, and answers every other hook with Unwired().
+class RecordingHooks : public MigrationHooks {
+ public:
+  absl::StatusOr<v1::StartOutgoingResponse> StartOutgoing(
+      const v1::StartOutgoingRequest&) override {
+    return Unwired("StartOutgoing");
+  }
+  absl::StatusOr<v1::FinishIncomingResponse> FinishIncoming(
+      const v1::FinishIncomingRequest&) override {
+    return Unwired("FinishIncoming");
+  }
+  absl::StatusOr<v1::ConfirmOutgoingResponse> ConfirmOutgoing(
+      const v1::ConfirmOutgoingRequest&) override {
+    return Unwired("ConfirmOutgoing");
+  }
+  absl::StatusOr<v1::AgentMigration> GetMigration(
+      const v1::AgentGetMigrationRequest&) override {
+    return Unwired("GetMigration");
+  }
+  absl::StatusOr<v1::AgentListMigrationsResponse> ListMigrations(
+      const v1::AgentListMigrationsRequest&) override {
+    return Unwired("ListMigrations");
+  }
+  grpc::ServerWriteReactor<v1::MigrationProgress>* WatchMigration(
+      grpc::CallbackServerContext*,
+      const v1::AgentWatchMigrationRequest*) override {
+    return new FinishedWriteReactor(Unwired("WatchMigration"));
+  }
+  void FillHostInfo(v1::HostInfo* info) override {
+    info->set_min_protocol_version(0);  // no data plane behind the fake
+    info->set_max_protocol_version(0);
+  }
+  void Shutdown() override {}
+
   absl::StatusOr<v1::AgentCancelMigrationResponse> CancelMigration(
       const v1::AgentCancelMigrationRequest& request) override {
     absl::MutexLock lock(&mu_);
@@ -253,47 +303,44 @@ TEST_F(AgentServiceTest, EveryErrorPathHasItsCodeAndChangesNothing) {
   EXPECT_EQ(vm.status().phase(), v1::VM_PHASE_RUNNING);
 }
 
-TEST_F(AgentServiceTest, MigrationCallsAreUnimplementedUntilWired) {
-  auto check = [](const grpc::Status& s) {
+// Each migration RPC goes to its own hook, and the hook's status comes back
+// with the right gRPC code and message (also for the streaming one).
+TEST_F(AgentServiceTest, MigrationCallsReachTheirHooks) {
+  auto check = [](const grpc::Status& s, const std::string& method) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-    EXPECT_EQ(s.error_message(), "migration engine not wired yet");
+    EXPECT_EQ(s.error_message(), "fake hooks: " + method);
   };
-  {
-    UnwiredMigrationHooks unwired;
-    check(ToGrpcStatus(unwired.PrepareIncoming({}).status()));
-    check(ToGrpcStatus(unwired.CancelMigration({}).status()));
-  }
   {
     grpc::ClientContext c;
     v1::StartOutgoingResponse r;
-    check(stub_->StartOutgoing(&c, v1::StartOutgoingRequest(), &r));
+    check(stub_->StartOutgoing(&c, v1::StartOutgoingRequest(), &r), "StartOutgoing");
   }
   {
     grpc::ClientContext c;
     v1::FinishIncomingResponse r;
-    check(stub_->FinishIncoming(&c, v1::FinishIncomingRequest(), &r));
+    check(stub_->FinishIncoming(&c, v1::FinishIncomingRequest(), &r), "FinishIncoming");
   }
   {
     grpc::ClientContext c;
     v1::ConfirmOutgoingResponse r;
-    check(stub_->ConfirmOutgoing(&c, v1::ConfirmOutgoingRequest(), &r));
+    check(stub_->ConfirmOutgoing(&c, v1::ConfirmOutgoingRequest(), &r), "ConfirmOutgoing");
   }
   {
     grpc::ClientContext c;
     v1::AgentMigration r;
-    check(stub_->GetMigration(&c, v1::AgentGetMigrationRequest(), &r));
+    check(stub_->GetMigration(&c, v1::AgentGetMigrationRequest(), &r), "GetMigration");
   }
   {
     grpc::ClientContext c;
     v1::AgentListMigrationsResponse r;
-    check(stub_->ListMigrations(&c, v1::AgentListMigrationsRequest(), &r));
+    check(stub_->ListMigrations(&c, v1::AgentListMigrationsRequest(), &r), "ListMigrations");
   }
   {
     grpc::ClientContext c;
     auto reader = stub_->WatchMigration(&c, v1::AgentWatchMigrationRequest());
     v1::MigrationProgress p;
     EXPECT_FALSE(reader->Read(&p));
-    check(reader->Finish());
+    check(reader->Finish(), "WatchMigration");
   }
   // CancelMigration goes to the hooks too (recorded by this fixture's).
   grpc::ClientContext c;
@@ -330,7 +377,7 @@ TEST_F(AgentServiceTest, HostInfo) {
   EXPECT_EQ(info.labels().at("zone"), "z1");
   ASSERT_EQ(info.backends_size(), 1);
   EXPECT_EQ(info.backends(0), v1::VM_BACKEND_SOFT);
-  EXPECT_EQ(info.max_protocol_version(), 0u);  // no data plane yet
+  EXPECT_EQ(info.max_protocol_version(), 0u);  // from the fake hooks
 }
 
 TEST_F(AgentServiceTest, StatsReflectTheRunningWorkload) {

@@ -57,35 +57,6 @@ class MigrationHooks {
   // source keeps the VM; a destination shell is dropped).
   virtual void Shutdown() = 0;
 };
-
-// Until the engine is wired: every call is UNIMPLEMENTED "migration engine
-// not wired yet"; the data plane accepts no protocol version (0..0).
-class UnwiredMigrationHooks : public MigrationHooks {
- public:
-  absl::StatusOr<v1::PrepareIncomingResponse> PrepareIncoming(
-      const v1::PrepareIncomingRequest& request) override;
-  absl::StatusOr<v1::StartOutgoingResponse> StartOutgoing(
-      const v1::StartOutgoingRequest& request) override;
-  absl::StatusOr<v1::AgentCancelMigrationResponse> CancelMigration(
-      const v1::AgentCancelMigrationRequest& request) override;
-  absl::StatusOr<v1::FinishIncomingResponse> FinishIncoming(
-      const v1::FinishIncomingRequest& request) override;
-  absl::StatusOr<v1::ConfirmOutgoingResponse> ConfirmOutgoing(
-      const v1::ConfirmOutgoingRequest& request) override;
-  absl::StatusOr<v1::AgentMigration> GetMigration(
-      const v1::AgentGetMigrationRequest& request) override;
-  absl::StatusOr<v1::AgentListMigrationsResponse> ListMigrations(
-      const v1::AgentListMigrationsRequest& request) override;
-  grpc::ServerWriteReactor<v1::MigrationProgress>* WatchMigration(
-      grpc::CallbackServerContext* context,
-      const v1::AgentWatchMigrationRequest* request) override;
-  void FillHostInfo(v1::HostInfo* info) override;
-  void Shutdown() override {}
-};
-
-// The status every unwired hook returns.
-absl::Status MigrationEngineNotWired();
-
 }  // namespace ferry::service
 
 #endif  // FERRY_AGENT_SERVICE_MIGRATION_HOOKS_H_
