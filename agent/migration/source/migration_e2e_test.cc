@@ -19,6 +19,7 @@
 #include "agent/migration/destination/incoming.h"
 #include "agent/migration/source/outgoing.h"
 #include "agent/migration/source/throttle.h"
+#include "agent/migration/testing/in_process_host.h"
 #include "agent/vmm/soft/soft_backend.h"
 #include "agent/vmm/soft/softmmu_port.h"
 #include "agent/vmm/vm.h"
@@ -30,78 +31,16 @@ namespace {
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 
-// One agent: a backend, its VMs, and a MigrationService endpoint.
-class Host {
+// One agent (testing/in_process_host.h) whose Create() fails the test.
+class Host : public testing::InProcessHost {
  public:
   explicit Host(std::string name)
-      : name_(std::move(name)),
-        backend_(vmm::SoftMmuPortFactory()) {
-    IncomingOptions o;
-    o.backend = &backend_;
-    o.adopt = [this](const std::string&, std::unique_ptr<vmm::Vm> vm) {
-      absl::MutexLock lock(&mu_);
-      vms_[vm->spec().name()] = std::move(vm);
-    };
-    o.default_ttl = absl::Seconds(20);
-    incoming_ = std::make_unique<IncomingMigrations>(std::move(o));
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    IncomingMigrations::ConfigureServer(b);
-    b.RegisterService(incoming_->service());
-    server_ = b.BuildAndStart();
-    endpoint_ = absl::StrCat("127.0.0.1:", port);
-    incoming_->set_endpoint(endpoint_);
-  }
-  ~Host() {
-    Kill();
-    incoming_.reset();
-    absl::MutexLock lock(&mu_);
-    vms_.clear();
-  }
-  void Kill() {
-    if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now()));
-    server_.reset();
-  }
-
+      : InProcessHost(std::move(name), absl::Seconds(20)) {}
   vmm::Vm* Create(const v1::VmSpec& spec) {
-    auto vm = vmm::Vm::Create(spec, backend_);
+    absl::StatusOr<vmm::Vm*> vm = InProcessHost::Create(spec);
     EXPECT_TRUE(vm.ok()) << vm.status();
-    if (!vm.ok()) return nullptr;
-    absl::MutexLock lock(&mu_);
-    vmm::Vm* raw = vm->get();
-    vms_[spec.name()] = std::move(*vm);
-    return raw;
+    return vm.ok() ? *vm : nullptr;
   }
-  vmm::Vm* Get(const std::string& name) {
-    absl::MutexLock lock(&mu_);
-    auto it = vms_.find(name);
-    return it == vms_.end() ? nullptr : it->second.get();
-  }
-  void Release(vmm::Vm* vm) {
-    std::unique_ptr<vmm::Vm> gone;
-    absl::MutexLock lock(&mu_);
-    for (auto it = vms_.begin(); it != vms_.end(); ++it) {
-      if (it->second.get() == vm) {
-        gone = std::move(it->second);
-        vms_.erase(it);
-        break;
-      }
-    }
-  }
-
-  const std::string& name() const { return name_; }
-  const std::string& endpoint() const { return endpoint_; }
-  IncomingMigrations& incoming() { return *incoming_; }
-
- private:
-  std::string name_;
-  vmm::SoftBackend backend_;
-  std::unique_ptr<IncomingMigrations> incoming_;
-  std::unique_ptr<grpc::Server> server_;
-  std::string endpoint_;
-  absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<vmm::Vm>> vms_ ABSL_GUARDED_BY(mu_);
 };
 
 v1::VmSpec Spec(const std::string& name, v1::WorkloadKind kind,

@@ -34,6 +34,7 @@
 #include "absl/time/time.h"
 #include "agent/migration/destination/incoming.h"
 #include "agent/migration/source/outgoing.h"
+#include "agent/migration/testing/in_process_host.h"
 #include "agent/vmm/soft/soft_backend.h"
 #include "agent/vmm/soft/softmmu_port.h"
 #include "agent/vmm/vm.h"
@@ -181,65 +182,18 @@ double GrpcBlast(uint64_t total, int streams) {
 }
 
 // --- migration ---------------------------------------------------------------
-class Host {
+// One agent (testing/in_process_host.h); a failed Create ends the bench.
+class Host : public testing::InProcessHost {
  public:
-  Host() : backend_(vmm::SoftMmuPortFactory()) {
-    IncomingOptions o;
-    o.backend = &backend_;
-    o.adopt = [this](const std::string&, std::unique_ptr<vmm::Vm> vm) {
-      absl::MutexLock lock(&mu_);
-      vms_[vm->spec().name()] = std::move(vm);
-    };
-    incoming_ = std::make_unique<IncomingMigrations>(std::move(o));
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    IncomingMigrations::ConfigureServer(b);
-    b.RegisterService(incoming_->service());
-    server_ = b.BuildAndStart();
-    incoming_->set_endpoint(absl::StrCat("127.0.0.1:", port));
-  }
-  ~Host() {
-    server_->Shutdown(absl::ToChronoTime(absl::Now()));
-    incoming_.reset();
-    absl::MutexLock lock(&mu_);
-    vms_.clear();
-  }
+  Host() : InProcessHost("bench-host") {}
   vmm::Vm* Create(const v1::VmSpec& spec) {
-    auto vm = vmm::Vm::Create(spec, backend_);
+    absl::StatusOr<vmm::Vm*> vm = InProcessHost::Create(spec);
     if (!vm.ok()) {
       std::fprintf(stderr, "create: %s\n", vm.status().ToString().c_str());
       std::exit(1);
     }
-    absl::MutexLock lock(&mu_);
-    vmm::Vm* raw = vm->get();
-    vms_[spec.name()] = std::move(*vm);
-    return raw;
+    return *vm;
   }
-  vmm::Vm* Get(const std::string& name) {
-    absl::MutexLock lock(&mu_);
-    auto it = vms_.find(name);
-    return it == vms_.end() ? nullptr : it->second.get();
-  }
-  void Release(vmm::Vm* vm) {
-    std::unique_ptr<vmm::Vm> gone;
-    absl::MutexLock lock(&mu_);
-    for (auto it = vms_.begin(); it != vms_.end(); ++it) {
-      if (it->second.get() == vm) {
-        gone = std::move(it->second);
-        vms_.erase(it);
-        break;
-      }
-    }
-  }
-  IncomingMigrations& incoming() { return *incoming_; }
-
- private:
-  vmm::SoftBackend backend_;
-  std::unique_ptr<IncomingMigrations> incoming_;
-  std::unique_ptr<grpc::Server> server_;
-  absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<vmm::Vm>> vms_ ABSL_GUARDED_BY(mu_);
 };
 
 struct Round0Result {
