@@ -8,7 +8,7 @@
 #ifndef FERRY_KMOD_CAPS_H_
 #define FERRY_KMOD_CAPS_H_
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"

@@ -23,7 +23,7 @@
 #ifndef FERRY_KMOD_DIRTY_RING_H_
 #define FERRY_KMOD_DIRTY_RING_H_
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include <cstddef>
 #include <cstdint>

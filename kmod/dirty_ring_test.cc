@@ -3,7 +3,7 @@
 // mapping exactly as KVM would (slot/offset first, then flags = DIRTY).
 #include "kmod/dirty_ring.h"
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 #include <sys/mman.h>
 
 #include <vector>

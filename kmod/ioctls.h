@@ -7,7 +7,7 @@
 #ifndef FERRY_KMOD_IOCTLS_H_
 #define FERRY_KMOD_IOCTLS_H_
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include "kmod/caps.h"
 

@@ -4,7 +4,7 @@
 #ifndef FERRY_KMOD_KVM_H_
 #define FERRY_KMOD_KVM_H_
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include <cstdint>
 #include <string>

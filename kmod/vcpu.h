@@ -8,7 +8,7 @@
 #ifndef FERRY_KMOD_VCPU_H_
 #define FERRY_KMOD_VCPU_H_
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include <cstddef>
 #include <cstdint>

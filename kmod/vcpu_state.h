@@ -25,7 +25,7 @@
 #ifndef FERRY_KMOD_VCPU_STATE_H_
 #define FERRY_KMOD_VCPU_STATE_H_
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include <cstdint>
 #include <optional>

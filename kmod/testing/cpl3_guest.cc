@@ -30,7 +30,10 @@ constexpr uint64_t kStackTop = 0x1ff000;
 constexpr uint16_t kUserCodeSelector = 0x1b;  // index 3, RPL 3
 constexpr uint16_t kUserDataSelector = 0x23;  // index 4, RPL 3
 constexpr uint16_t kTssSelector = 0x28;       // index 5 (16-byte descriptor)
-constexpr uint64_t kTssLimit = 0x67;          // 104-byte 64-bit TSS
+// 104-byte 64-bit TSS, then an all-allowed I/O bitmap for ports 0..0xfff and
+// its 0xff terminator: kvm_pvm ignores IOPL and checks only this bitmap.
+constexpr uint64_t kTssIoBitmapOffset = 0x68;
+constexpr uint64_t kTssLimit = kTssIoBitmapOffset + 0x1000 / 8;
 
 // Descriptors with the accessed bit preset, so the CPU never writes them.
 constexpr uint64_t kGdt[] = {
@@ -147,9 +150,10 @@ void Cpl3Guest::WriteSystemStructures() {
   uint64_t tss_high = kTssGpa >> 32;
   std::memcpy(Gpa(kGdtGpa + 5 * 8), &tss_low, 8);
   std::memcpy(Gpa(kGdtGpa + 6 * 8), &tss_high, 8);
-  // TSS: all zero except the I/O map base, placed past the limit (= none).
-  uint16_t iomap_base = static_cast<uint16_t>(kTssLimit + 1);
+  // TSS: all zero except the I/O map base and the bitmap's terminator.
+  uint16_t iomap_base = static_cast<uint16_t>(kTssIoBitmapOffset);
   std::memcpy(Gpa(kTssGpa + 0x66), &iomap_base, 2);
+  *Gpa(kTssGpa + kTssLimit) = 0xff;
 
   // Identity map of the first 1 GiB in 2 MiB user pages, A/D preset so the
   // CPU has nothing to write back.

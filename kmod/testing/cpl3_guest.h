@@ -17,7 +17,7 @@
 #ifndef FERRY_KMOD_TESTING_CPL3_GUEST_H_
 #define FERRY_KMOD_TESTING_CPL3_GUEST_H_
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include <cstdint>
 #include <functional>

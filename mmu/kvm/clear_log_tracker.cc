@@ -1,6 +1,6 @@
 #include "mmu/kvm/clear_log_tracker.h"
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include <algorithm>
 #include <utility>

@@ -1,6 +1,6 @@
 #include "mmu/kvm/fake_kvm_kernel.h"
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 #include <sys/mman.h>
 
 #include <utility>

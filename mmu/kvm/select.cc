@@ -1,6 +1,6 @@
 #include "mmu/kvm/select.h"
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include <algorithm>
 #include <string>

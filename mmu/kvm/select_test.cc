@@ -1,7 +1,7 @@
 // Mode parsing and selection (pure), and tracker construction errors.
 #include "mmu/kvm/select.h"
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

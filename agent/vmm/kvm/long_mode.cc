@@ -16,7 +16,14 @@ constexpr uint64_t kPt0Gpa = kPml4Gpa + 0x2000;
 constexpr uint64_t kPdBaseGpa = kPml4Gpa + 0x3000;
 constexpr uint64_t kMaxPds = (FERRY_GUEST_PAGE_TABLES_END - kPdBaseGpa) / 0x1000;
 constexpr uint64_t kTssGpa = FERRY_GUEST_GDT_GPA + 0x80;
-constexpr uint32_t kTssLimit = 0x67;  // 104-byte 64-bit TSS
+// A 104-byte 64-bit TSS followed by an I/O permission bitmap for ports
+// 0..0xfff (all allowed) and its 0xff terminator byte; the limit covers both.
+constexpr uint32_t kTssIoBitmapOffset = 0x68;
+constexpr uint32_t kTssIoBitmapBytes = 0x1000 / 8;
+constexpr uint32_t kTssLimit = kTssIoBitmapOffset + kTssIoBitmapBytes;
+static_assert(FERRY_GUEST_EVENT_PORT < kTssIoBitmapBytes * 8,
+              "the event port must be inside the TSS I/O bitmap");
+static_assert(kTssGpa + kTssLimit < FERRY_GUEST_IDT_GPA, "TSS overlaps IDT");
 constexpr uint16_t kTssSelector = 0x28;
 constexpr uint64_t kGiB = uint64_t{1} << 30;
 static_assert(kMaxPds <= 512, "one PDPT");
@@ -62,12 +69,17 @@ absl::Status WriteGdt(mmu::GuestMemory& memory) {
                 (((kTssGpa >> 24) & 0xff) << 56));
   gdt.push_back(kTssGpa >> 32);
   RETURN_IF_ERROR(WriteWords(memory, FERRY_GUEST_GDT_GPA, gdt));
-  // TSS: zero except the I/O map base, past the limit (no bitmap; IOPL=3
-  // is what lets the payload use `out`).
-  const uint16_t iomap_base = kTssLimit + 1;
-  return memory.Write(kTssGpa + 0x66,
-                      absl::MakeConstSpan(
-                          reinterpret_cast<const uint8_t*>(&iomap_base), 2));
+  // TSS: zero except the I/O map base and the bitmap's terminator. The
+  // payload's `out` needs permission at CPL3: hardware VMX grants it through
+  // IOPL=3 in RFLAGS, but kvm_pvm ignores IOPL (it reads back as 0) and
+  // checks only the TSS bitmap, triple-faulting on any port the bitmap does
+  // not cover. Measured on this machine; both are set so either works.
+  const uint16_t iomap_base = kTssIoBitmapOffset;
+  RETURN_IF_ERROR(memory.Write(
+      kTssGpa + 0x66,
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(&iomap_base), 2)));
+  const uint8_t terminator = 0xff;
+  return memory.Write(kTssGpa + kTssLimit, absl::MakeConstSpan(&terminator, 1));
 }
 
 absl::Status WritePageTables(mmu::GuestMemory& memory, uint64_t pds) {

@@ -15,7 +15,7 @@
 #ifndef FERRY_AGENT_VMM_KVM_LONG_MODE_H_
 #define FERRY_AGENT_VMM_KVM_LONG_MODE_H_
 
-#include <linux/kvm.h>
+#include "kmod/kvm_abi.h"
 
 #include <cstdint>
 
