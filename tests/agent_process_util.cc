@@ -63,6 +63,14 @@ std::string TmpDir() {
   return t ? t : "/tmp";
 }
 
+// Where agent logs go: Bazel keeps TEST_UNDECLARED_OUTPUTS_DIR (in
+// test.outputs/) even when the test times out, so a hang leaves the agents'
+// side of the story behind.
+std::string LogDir() {
+  const char* t = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
+  return t ? t : TmpDir();
+}
+
 std::vector<int> ChildrenOf(int pid) {
   std::vector<int> out;
   DIR* proc = opendir("/proc");
@@ -95,7 +103,7 @@ Agent::Agent(const std::string& name, const std::string& data_dir,
     : Agent(AgentConfig{name, data_dir, "", "", std::move(extra)}) {}
 
 Agent::Agent(AgentConfig config) : config_(std::move(config)) {
-  if (config_.log_dir.empty()) config_.log_dir = TmpDir();
+  if (config_.log_dir.empty()) config_.log_dir = LogDir();
   if (config_.binary.empty()) config_.binary = AgentBinary();
   const std::string base = absl::StrCat(config_.log_dir, "/", config_.name);
   port_file_ = base + ".port";
