@@ -123,6 +123,8 @@
 /* Byte offsets of the two stamp copies inside a page. */
 #define FERRY_STAMP_HEAD_OFFSET 0
 #define FERRY_STAMP_TAIL_OFFSET (FERRY_GUEST_PAGE_SIZE - 8)
+/* params.fill_words that fills the whole page between the two stamps. */
+#define FERRY_FILL_WORDS_MAX (FERRY_GUEST_PAGE_SIZE / 8 - 2)
 
 #ifndef __ASSEMBLER__
 
@@ -153,7 +155,8 @@ struct ferry_guest_params {
   uint64_t verify_interval_batches;    /* verify a chunk every N batches; 0=off */
   uint64_t verify_chunk_pages;         /* pages per verify step; 0 = whole slice */
   uint64_t config_seq;                 /* bump after changing the dirty rate */
-  uint64_t reserved[16];
+  uint64_t fill_words; /* pseudo-random u64s after the head stamp; 0..510 */
+  uint64_t reserved[15];
   uint64_t vcpu_kind[FERRY_GUEST_MAX_VCPUS]; /* MIXED; 0 = default rotation */
 };
 

@@ -39,6 +39,7 @@ struct wl_state {
   uint64_t hot_prob; /* per mille */
   uint64_t verify_interval;
   uint64_t verify_chunk;
+  uint64_t fill_words;
   uint64_t writers; /* vCPUs that write (effective kind != IDLE) */
   uint64_t rank;    /* this vCPU's index among the writers */
   uint64_t tsc_hz;
@@ -197,6 +198,8 @@ static void derive_layout(struct wl_ctx *ctx, uint64_t vcpu, struct wl_state *st
   st->hot_prob = load_param(ctx, PARAM(hot_probability_permille));
   st->verify_interval = load_param(ctx, PARAM(verify_interval_batches));
   st->verify_chunk = load_param(ctx, PARAM(verify_chunk_pages));
+  st->fill_words = load_param(ctx, PARAM(fill_words));
+  if (st->fill_words > FERRY_FILL_WORDS_MAX) st->fill_words = FERRY_FILL_WORDS_MAX;
   st->verify_countdown = st->verify_interval;
 }
 
@@ -280,6 +283,15 @@ static void write_page(struct wl_ctx *ctx, uint64_t vcpu, struct wl_state *st,
   wl_store64(ctx, STATUS(vcpu, cur_page), page);
   wl_store64(ctx, st->table_gpa + 8 * page, stamp);
   wl_store64(ctx, gpa + FERRY_STAMP_HEAD_OFFSET, stamp);
+  /* Filler: xorshift64 seeded by the stamp, so every write of a page
+   * changes all of it (incompressible, no useful XOR delta). */
+  uint64_t x = stamp ^ 0x6a09e667f3bcc909ull;
+  for (uint64_t i = 0; i < st->fill_words; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    wl_store64(ctx, gpa + 8 + 8 * i, x);
+  }
   wl_store64(ctx, gpa + FERRY_STAMP_TAIL_OFFSET, stamp);
   st->last_stamp = stamp;
   st->pages_written++;

@@ -487,6 +487,37 @@ TEST(Stamps, UntouchedMemoryStaysZero) {
   EXPECT_TRUE(PageIsZero(m, table_end, FERRY_GUEST_WS_GPA - table_end));
 }
 
+TEST(Stamps, RandomFillCoversThePageAndChangesOnRewrite) {
+  FakeGuest g(FERRY_WL_UNIFORM, 64, 1);
+  g.mem.params()->fill_words = FERRY_FILL_WORDS_MAX;
+  g.InitAll();
+  g.Steps(0, 20);
+  GuestMemory& m = g.mem;
+  uint64_t checked = 0;
+  for (uint64_t p = 0; p < 64; p++) {
+    const uint64_t gpa = m.PageGpa(p), stamp = m.Table(p);
+    if (stamp == 0) continue;
+    ++checked;
+    EXPECT_EQ(m.Load(gpa), stamp);
+    EXPECT_EQ(m.Load(gpa + FERRY_STAMP_TAIL_OFFSET), stamp);
+    // Every filler word is written and distinct from its neighbour: no
+    // run of zero or repeated words that a compressor could use.
+    for (uint64_t off = 8; off < FERRY_STAMP_TAIL_OFFSET; off += 8) {
+      ASSERT_NE(m.Load(gpa + off), 0u) << "page " << p << " +" << off;
+      ASSERT_NE(m.Load(gpa + off), m.Load(gpa + off + 8)) << "page " << p;
+    }
+  }
+  ASSERT_GT(checked, 10u);
+  // A rewrite changes the filler too (it derives from the new stamp).
+  const uint64_t page = ferry_stamp_page(g.mem.status(0)->last_stamp);
+  const uint64_t before = m.Load(m.PageGpa(page) + 800);
+  const uint64_t old_stamp = m.Table(page);
+  for (int i = 0; i < 10000 && m.Table(page) == old_stamp; i++) g.Steps(0, 1);
+  ASSERT_NE(m.Table(page), old_stamp) << "page " << page << " never rewritten";
+  EXPECT_NE(m.Load(m.PageGpa(page) + 800), before);
+  EXPECT_EQ(g.CheckAll().mismatches, 0u);
+}
+
 TEST(Rng, SeededAndDeterministic) {
   auto run = [](uint64_t seed) {
     auto g = std::make_unique<FakeGuest>(FERRY_WL_HOTCOLD, 1024, 2);

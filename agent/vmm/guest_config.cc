@@ -136,6 +136,19 @@ absl::Status ResolveWorkload(const v1::Workload& w, GuestConfig* config) {
   if (config->kind == FERRY_WL_MIXED) {
     RETURN_IF_ERROR(ResolveMixed(w, config->vcpu_count, config));
   }
+  switch (w.page_fill()) {
+    case v1::PAGE_FILL_UNSPECIFIED:
+    case v1::PAGE_FILL_STAMP:
+      config->fill_words = 0;
+      break;
+    case v1::PAGE_FILL_RANDOM:
+      config->fill_words = FERRY_FILL_WORDS_MAX;
+      break;
+    default:
+      return Invalid("workload.page_fill",
+                     absl::StrCat("unknown value ", w.page_fill(),
+                                  "; use PAGE_FILL_STAMP or PAGE_FILL_RANDOM"));
+  }
   return absl::OkStatus();
 }
 
@@ -194,6 +207,7 @@ ferry_guest_params MakeGuestParams(const GuestConfig& config, uint64_t tsc_hz) {
   p.hot_probability_permille = config.hot_probability_permille;
   p.verify_interval_batches = config.verify_interval_batches;
   p.verify_chunk_pages = config.verify_chunk_pages;
+  p.fill_words = config.fill_words;
   for (size_t i = 0; i < config.vcpu_kind.size() && i < FERRY_GUEST_MAX_VCPUS;
        ++i) {
     p.vcpu_kind[i] = config.vcpu_kind[i];

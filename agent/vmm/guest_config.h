@@ -27,6 +27,8 @@ struct GuestConfig {
   // shows up in selfcheck_errors while it runs, not only on demand.
   uint64_t verify_interval_batches = 16;
   uint64_t verify_chunk_pages = 64;
+  // Words of pseudo-random filler per page write (PageFill); 0 = stamp only.
+  uint64_t fill_words = 0;
   std::vector<uint64_t> vcpu_kind;       // MIXED: FERRY_WL_* per vCPU
 };
 
