@@ -341,16 +341,32 @@ TEST(MigrationProcessTest, DestinationKilledMidTransfer) {
   WaitWrites(*a, name, 4000);
   const v1::GuestCounters before = Counters(*a, name);
   bool killed = false;
+  controller::MigrationDetails details;
   v1::MigrationResult r = controller::RunMigration(
-      Request(*a, *b, name, SlowPolicy()), [&](const v1::MigrationProgress& p) {
+      Request(*a, *b, name, SlowPolicy()),
+      [&](const v1::MigrationProgress& p) {
         if (p.pages_sent() > 300 && !killed) {
           killed = true;
           b->Kill();
         }
-      });
+      },
+      &details);
   EXPECT_TRUE(killed);
   EXPECT_EQ(r.phase(), v1::MIGRATION_PHASE_FAILED) << r.ShortDebugString();
   EXPECT_EQ(r.vm_host(), "kd-a");
+  if (details.handoff_unknown) {
+    // The kill landed after the source paused for Switchover (a fast KVM
+    // migration gets there before the first progress sample past 300
+    // pages): the source cannot know whether the destination armed, so it
+    // stays paused and the driver, unable to reach the destination, says
+    // so rather than guess. The operator here KNOWS the destination is
+    // dead (SIGKILLed and reaped), so it confirms ABORTED by hand.
+    v1::ConfirmOutgoingRequest c;
+    c.set_migration_id(details.migration_id);
+    c.set_outcome(v1::CONFIRM_OUTCOME_ABORTED);
+    v1::ConfirmOutgoingResponse cr;
+    ASSERT_TRUE(a->stub().ConfirmOutgoing(Ctx().get(), c, &cr).ok());
+  }
   ExpectRunningOnlyOn(*a, nullptr, name, before, /*writes=*/true);  // B is dead
 }
 
@@ -365,13 +381,25 @@ TEST(MigrationProcessTest, DestinationShutsDownMidTransfer) {
   WaitWrites(*a, name, 4000);
   const v1::GuestCounters before = Counters(*a, name);
   int exit_code = -2;
+  controller::MigrationDetails details;
   v1::MigrationResult r = controller::RunMigration(
-      Request(*a, *b, name, SlowPolicy()), [&](const v1::MigrationProgress& p) {
+      Request(*a, *b, name, SlowPolicy()),
+      [&](const v1::MigrationProgress& p) {
         if (p.pages_sent() > 300 && exit_code == -2) exit_code = b->Terminate();
-      });
+      },
+      &details);
   EXPECT_EQ(exit_code, 0) << b->Log();
   EXPECT_NE(r.phase(), v1::MIGRATION_PHASE_SUCCEEDED) << r.ShortDebugString();
   EXPECT_EQ(r.vm_host(), "td-a");
+  if (details.handoff_unknown) {
+    // As in DestinationKilledMidTransfer: the source had paused; the
+    // destination exited (status 0, its VMs destroyed), so ABORTED is known.
+    v1::ConfirmOutgoingRequest c;
+    c.set_migration_id(details.migration_id);
+    c.set_outcome(v1::CONFIRM_OUTCOME_ABORTED);
+    v1::ConfirmOutgoingResponse cr;
+    ASSERT_TRUE(a->stub().ConfirmOutgoing(Ctx().get(), c, &cr).ok());
+  }
   ExpectRunningOnlyOn(*a, nullptr, name, before, /*writes=*/true);
 }
 

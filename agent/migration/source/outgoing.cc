@@ -754,12 +754,18 @@ void OutgoingMigration::Switchover() {
       break;
     }
     default: {
+      // The answer is lost and the destination could not be asked (e.g. it
+      // died). Whether it armed is unknown, so the source may not resume by
+      // itself; like ARMED, the decision passes to the controller, which
+      // asks the destination (FinishIncoming / GetMigration) and confirms.
+      // Staying in SWITCHOVER here left a driver waiting for FINISHING
+      // forever.
       {
         absl::MutexLock lock(&mu_);
         handoff_unknown_ = true;
         message_ = resp.message();
       }
-      Publish();
+      SetPhase(v1::MIGRATION_PHASE_FINISHING);
       break;
     }
   }
