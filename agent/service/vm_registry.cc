@@ -579,7 +579,20 @@ void VmRegistry::SampleAllNow() {
     absl::MutexLock lock(&mu_);
     for (const auto& [name, e] : vms_) entries.push_back(e);
   }
+  const absl::Time start = absl::Now();
   for (const auto& e : entries) SampleOne(*e);
+  sample_ns_.fetch_add(absl::ToInt64Nanoseconds(absl::Now() - start),
+                       std::memory_order_relaxed);
+  vm_samples_.fetch_add(entries.size(), std::memory_order_relaxed);
+  sample_passes_.fetch_add(1, std::memory_order_relaxed);
+}
+
+VmRegistry::SamplingCost VmRegistry::sampling_cost() const {
+  SamplingCost c;
+  c.passes = sample_passes_.load(std::memory_order_relaxed);
+  c.vm_samples = vm_samples_.load(std::memory_order_relaxed);
+  c.total_ns = sample_ns_.load(std::memory_order_relaxed);
+  return c;
 }
 
 void VmRegistry::SamplerLoop() {

@@ -32,6 +32,7 @@
 #ifndef FERRY_AGENT_SERVICE_VM_REGISTRY_H_
 #define FERRY_AGENT_SERVICE_VM_REGISTRY_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -164,6 +165,14 @@ class VmRegistry {
   // --- sampling and shutdown --------------------------------------------------
   // One sampling pass over every running or paused VM.
   void SampleAllNow();
+  // What sampling has cost so far (agent/metrics): passes, VM samples taken
+  // and the wall time spent in them. Read-only, lock-free.
+  struct SamplingCost {
+    uint64_t passes = 0;
+    uint64_t vm_samples = 0;
+    int64_t total_ns = 0;
+  };
+  SamplingCost sampling_cost() const;
   // Stops sampling and destroys every VM; returns how many were destroyed.
   // Later calls fail with UNAVAILABLE. Idempotent.
   int Shutdown();
@@ -203,6 +212,9 @@ class VmRegistry {
   std::map<std::string, std::shared_ptr<Entry>, std::less<>> vms_
       ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<uint64_t> sample_passes_{0};
+  std::atomic<uint64_t> vm_samples_{0};
+  std::atomic<int64_t> sample_ns_{0};
   std::thread sampler_;
 };
 

@@ -403,7 +403,9 @@ absl::StatusOr<CommitResult> Store::Commit(const WriteTxn& txn) {
   batch.Put(cf(Cf::kMeta), kMetaLastEventSequence, EncodeFixed64(seq));
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
+  const absl::Time write_start = absl::Now();
   RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "committing"));
+  if (options_.on_commit_write) options_.on_commit_write(absl::Now() - write_start);
   {
     absl::MutexLock lock(&state_mu_);
     revision_ = revision;

@@ -58,6 +58,10 @@ struct StoreOptions {
   bool sync = true;
   // Time stamped on events that carry none. Injected for tests.
   std::function<absl::Time()> clock = [] { return absl::Now(); };
+  // Called after every successful commit with the time of the RocksDB write
+  // itself (the batch with its synced WAL); for metrics. Must be cheap and
+  // thread-safe: it runs under the commit mutex.
+  std::function<void(absl::Duration)> on_commit_write;
 };
 
 inline constexpr int32_t kDefaultPageSize = 100;
