@@ -8,9 +8,13 @@
 //       [--memory_capacity=64GiB] [--vcpu_capacity=32]
 //       [--stats_interval=1s] [--shutdown_grace=5s]
 //       [--migration_prepare_ttl=60s] [--migration_idle_timeout=60s]
+//       [--metrics_listen=127.0.0.1:9464]
+//       [--controller=controller-host:port]
 //
 // stdout carries exactly one line, once serving:
 //   ferry-agent listening on 127.0.0.1:41234
+// and, only with --metrics_listen, a second one (docs/metrics.md):
+//   ferry-agent metrics on http://127.0.0.1:9464/metrics
 // Logs go to stderr. SIGTERM/SIGINT: stop taking calls, abort migrations,
 // destroy every VM, exit 0. Exit status 2 = bad flags, 1 = cannot start.
 #include <signal.h>
@@ -23,14 +27,17 @@
 #include <memory>
 #include <string>
 
+#include "common/daemon/signals.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "agent/metrics/agent_collector.h"
 #include "agent/migration/destination/incoming.h"
 #include "agent/service/agent_service.h"
+#include "agent/service/controller_link.h"
 #include "agent/service/data_dir.h"
 #include "agent/service/engine_hooks.h"
 #include "agent/service/host_info.h"
@@ -40,6 +47,7 @@
 #include "agent/service/server.h"
 #include "agent/service/soft_port.h"
 #include "agent/service/vm_registry.h"
+#include "common/metrics/metrics_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "host:port for gRPC; port 0 picks a free port (printed on stdout)");
@@ -49,6 +57,9 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(std::string, data_dir, "/var/lib/ferry/agent",
           "agent state; created if missing, locked so two agents cannot "
           "share it");
+ABSL_FLAG(std::string, controller, "",
+          "host:port of the ferry-controller to register with and heartbeat "
+          "to; empty = standalone");
 ABSL_FLAG(std::string, backend, "auto",
           "auto (KVM if usable, else soft) | kvm | soft");
 ABSL_FLAG(std::string, kvm_device, "/dev/kvm", "KVM device path");
@@ -67,6 +78,11 @@ ABSL_FLAG(absl::Duration, migration_prepare_ttl, absl::Seconds(60),
 ABSL_FLAG(absl::Duration, migration_idle_timeout, absl::Seconds(60),
           "an incoming migration with no data from the source for this long "
           "is aborted (the source died)");
+// Off by default so a plain start keeps its one-line stdout contract;
+// deployments set it (deploy/prometheus scrapes it).
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port for the Prometheus /metrics endpoint (port 0 picks a "
+          "free port, printed on a second stdout line); empty = off");
 
 namespace ferry::service {
 namespace {
@@ -76,29 +92,6 @@ constexpr char kAgentVersion[] = "ferry-agent 0.1.0-dev";
 int BadFlag(const absl::Status& status) {
   LogError(status.message());
   return 2;
-}
-
-// Blocks the shutdown signals in this thread before any other thread
-// exists, so every thread inherits the mask and only the signalfd sees them.
-int BlockShutdownSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  if (pthread_sigmask(SIG_BLOCK, &set, nullptr) != 0) return -1;
-  signal(SIGPIPE, SIG_IGN);
-  return signalfd(-1, &set, SFD_CLOEXEC);
-}
-
-int WaitForShutdownSignal(int fd) {
-  for (;;) {
-    signalfd_siginfo info;
-    const ssize_t n = read(fd, &info, sizeof(info));
-    if (n == sizeof(info)) return static_cast<int>(info.ssi_signo);
-    if (n < 0 && errno == EINTR) continue;
-    LogError("signalfd read failed: ", std::strerror(errno));
-    return SIGTERM;
-  }
 }
 
 int Run(int signal_fd) {
@@ -191,6 +184,25 @@ int Run(int signal_fd) {
   const std::string instance_id = info.instance_id();
   AgentServiceImpl service(registry, hooks, std::move(info));
 
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> m =
+        metrics::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_listen));
+    if (!m.ok()) {
+      if (m.status().code() == absl::StatusCode::kInvalidArgument) {
+        return BadFlag(absl::InvalidArgumentError(
+            absl::StrCat("--metrics_listen: ", m.status().message())));
+      }
+      LogError("cannot start: ", m.status().ToString());
+      return 1;
+    }
+    metrics_server = std::move(*m);
+    agent_metrics::AgentCollectorOptions collector_options;
+    collector_options.host = name;
+    metrics_server->AddCollectable(std::make_shared<agent_metrics::AgentCollector>(
+        registry, &hooks, collector_options));
+  }
+
   ServerOptions server_options;
   server_options.listen = absl::GetFlag(FLAGS_listen);
   server_options.services = {&service, hooks.migration_service()};
@@ -219,14 +231,30 @@ int Run(int signal_fd) {
           " capacity=", capacity.memory_bytes, " bytes/", capacity.vcpus,
           " vCPUs pid=", getpid());
   std::printf("ferry-agent listening on %s\n", (*server)->address().c_str());
+  if (metrics_server != nullptr) {
+    std::printf("ferry-agent metrics on %s\n", metrics_server->url().c_str());
+  }
   std::fflush(stdout);
+  // Registration and heartbeats run on their own thread and never block
+  // VMs; a controller that is down is retried with backoff.
+  std::unique_ptr<ControllerLink> controller_link;
+  if (!absl::GetFlag(FLAGS_controller).empty()) {
+    ControllerLinkOptions link_options;
+    link_options.controller = absl::GetFlag(FLAGS_controller);
+    link_options.agent = (*server)->address();
+    controller_link = std::make_unique<ControllerLink>(link_options);
+    controller_link->Start();
+    LogInfo("registering with the controller at ", link_options.controller);
+  }
 
   // --- shutdown ------------------------------------------------------------------
-  const int signo = WaitForShutdownSignal(signal_fd);
+  const int signo = daemon::WaitForShutdownSignal(signal_fd);
   LogInfo("received ", strsignal(signo), "; shutting down");
+  controller_link.reset();  // stop heartbeating before the service drains
   if (!service.Drain(absl::Now() + absl::GetFlag(FLAGS_shutdown_grace))) {
     LogWarning("calls still running after --shutdown_grace; cancelling them");
   }
+  metrics_server.reset();  // no scrape may reach the hooks or VMs below
   hooks.Shutdown();  // aborts migrations, ends their streams
   (*server)->Shutdown(absl::ZeroDuration());
   const int destroyed = registry.Shutdown();
@@ -242,7 +270,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "the ferry per-host agent: serves AgentService over gRPC");
   absl::ParseCommandLine(argc, argv);
-  const int signal_fd = ferry::service::BlockShutdownSignals();
+  const int signal_fd = ferry::daemon::BlockShutdownSignals();
   if (signal_fd < 0) {
     ferry::service::LogError("cannot set up signal handling: ",
                              std::strerror(errno));

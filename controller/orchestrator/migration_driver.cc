@@ -75,6 +75,35 @@ std::unique_ptr<grpc::ClientContext> MigrationDriver::Ctx(absl::Duration timeout
   return ctx;
 }
 
+bool MigrationDriver::abandoned() {
+  absl::MutexLock lock(&mu_);
+  return abandoned_;
+}
+
+void MigrationDriver::Abandon() {
+  absl::MutexLock lock(&mu_);
+  abandoned_ = true;
+  if (watch_ctx_ != nullptr) watch_ctx_->TryCancel();
+}
+
+v1::MigrationResult MigrationDriver::AbandonedResult(MigrationDetails* details) {
+  details->abandoned = true;
+  v1::MigrationResult r;
+  r.set_phase(v1::MIGRATION_PHASE_FAILED);
+  r.set_failure(v1::MIGRATION_FAILURE_INTERRUPTED);
+  r.set_message("abandoned by the controller (shutdown); the agents keep their state");
+  r.set_vm_host(request_.source_host);
+  return r;
+}
+
+v1::MigrationResult MigrationDriver::FinishHandoff(MigrationDetails* details) {
+  MigrationDetails scratch;
+  if (details == nullptr) details = &scratch;
+  details->migration_id = request_.migration_id;
+  start_ = absl::Now();
+  return Handoff(details);
+}
+
 void MigrationDriver::Cancel(const std::string& reason) {
   bool started;
   {
@@ -166,6 +195,7 @@ v1::MigrationResult MigrationDriver::Run(const ProgressCallback& progress,
                 request_.source_host);
   }
 
+  if (abandoned()) return AbandonedResult(details);
   // 2. Prepare the destination.
   v1::PrepareIncomingRequest prep;
   prep.set_migration_id(id);
@@ -224,6 +254,11 @@ v1::MigrationResult MigrationDriver::Run(const ProgressCallback& progress,
     SetDuration(request_.progress_interval, wreq.mutable_min_interval());
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(watch_end));
+    {
+      absl::MutexLock lock(&mu_);
+      if (abandoned_) return AbandonedResult(details);
+      watch_ctx_ = &ctx;
+    }
     std::unique_ptr<grpc::ClientReader<v1::MigrationProgress>> reader =
         source_->WatchMigration(&ctx, wreq);
     v1::MigrationProgress p;
@@ -246,6 +281,11 @@ v1::MigrationResult MigrationDriver::Run(const ProgressCallback& progress,
     } else {
       s = reader->Finish();
     }
+    {
+      absl::MutexLock lock(&mu_);
+      watch_ctx_ = nullptr;
+    }
+    if (abandoned()) return AbandonedResult(details);
     if (armed) return Handoff(details);
     if (terminal) {
       v1::MigrationResult r = p.result();
@@ -266,6 +306,7 @@ v1::MigrationResult MigrationDriver::Run(const ProgressCallback& progress,
     bool source_lost = s.error_code() == grpc::StatusCode::NOT_FOUND;
     bool rewatch = false;
     while (!source_lost && !rewatch) {
+      if (abandoned()) return AbandonedResult(details);
       v1::AgentGetMigrationRequest greq;
       greq.set_migration_id(id);
       v1::AgentMigration m;
@@ -320,6 +361,18 @@ v1::MigrationResult MigrationDriver::Run(const ProgressCallback& progress,
 
 v1::MigrationResult MigrationDriver::Handoff(MigrationDetails* details) {
   const std::string& id = request_.migration_id;
+  if (abandoned()) return AbandonedResult(details);
+  if (request_.before_phase) {
+    absl::Status hs = request_.before_phase(v1::MIGRATION_PHASE_FINISHING);
+    if (!hs.ok()) {
+      details->handoff_unknown = true;
+      return Fail(v1::MIGRATION_FAILURE_INTERRUPTED, grpc::Status::OK,
+                  absl::StrCat("could not record FINISHING before the handoff (",
+                               hs.ToString(),
+                               "); the source stays paused until reconciled"),
+                  request_.source_host);
+    }
+  }
   // FinishIncoming: the commit point, decided at the destination.
   v1::FinishIncomingRequest freq;
   freq.set_migration_id(id);
@@ -383,6 +436,10 @@ v1::MigrationResult MigrationDriver::Handoff(MigrationDetails* details) {
                 request_.source_host);
   }
   details->destination_downtime = GetDuration(fin.downtime());
+  if (request_.before_phase) {
+    // The destination runs: the status cannot change what happens next.
+    (void)request_.before_phase(v1::MIGRATION_PHASE_CONFIRMING);
+  }
 
   // The destination runs and is authoritative: destroy the source copy.
   creq.set_outcome(v1::CONFIRM_OUTCOME_HANDED_OFF);

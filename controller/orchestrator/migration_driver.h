@@ -33,6 +33,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proto/agent.grpc.pb.h"
@@ -65,6 +66,14 @@ struct MigrationRequest {
   // WatchMigration.min_interval.
   absl::Duration progress_interval = absl::ZeroDuration();
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // default insecure
+  // Called before the driver acts on a phase it decides itself, so a
+  // controller can persist the transition first: FINISHING before
+  // FinishIncoming, CONFIRMING before ConfirmOutgoing(HANDED_OFF). A
+  // non-OK status at FINISHING stops the driver before it calls the
+  // destination (handoff_unknown: the source stays paused, the destination
+  // ARMED, for a later reconcile); at CONFIRMING the destination already
+  // runs, so the status is ignored. May be empty.
+  std::function<absl::Status(v1::MigrationPhase)> before_phase;
 };
 
 // What the driver saw besides the result.
@@ -79,6 +88,9 @@ struct MigrationDetails {
   // The handoff's outcome could not be learned; the source copy stays
   // paused until a controller confirms. result.phase is FAILED then.
   bool handoff_unknown = false;
+  // Abandon() stopped the driver: nothing was decided, the agents keep
+  // their state, and the result means nothing.
+  bool abandoned = false;
 };
 
 using ProgressCallback = std::function<void(const v1::MigrationProgress&)>;
@@ -98,6 +110,15 @@ class MigrationDriver {
   // (the source refuses once Switchover was sent).
   void Cancel(const std::string& reason = "cancelled by the caller");
 
+  // For a controller resuming a migration whose destination is ARMED (or
+  // whose source reported FINISHING): runs only the handoff steps
+  // (FinishIncoming, then ConfirmOutgoing). Call instead of Run().
+  v1::MigrationResult FinishHandoff(MigrationDetails* details = nullptr);
+
+  // From any thread: stop at the next step without asking any agent to do
+  // anything (controller shutdown; a restarted controller reconciles).
+  void Abandon();
+
   const std::string& migration_id() const { return request_.migration_id; }
 
  private:
@@ -110,6 +131,8 @@ class MigrationDriver {
   // Steps after ARMED; returns the result.
   v1::MigrationResult Handoff(MigrationDetails* details);
   std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout) const;
+  bool abandoned();
+  v1::MigrationResult AbandonedResult(MigrationDetails* details);
 
   MigrationRequest request_;
   std::unique_ptr<v1::AgentService::Stub> source_;
@@ -120,6 +143,7 @@ class MigrationDriver {
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
   std::string cancel_reason_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;  // StartOutgoing accepted
+  bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 

@@ -1,0 +1,663 @@
+// The controller daemon with real agents: one //controller:ferry-controller
+// process and three //agent:ferry-agent processes (--backend=soft, small
+// VMs) that register with it (--controller) and heartbeat. Everything goes
+// through ControllerService over gRPC, and every test checks the truth on
+// the agents themselves: exactly one running copy of each VM, on the host
+// the controller's record names.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "proto/agent.grpc.pb.h"
+#include "proto/controller.grpc.pb.h"
+#include "tests/agent_process_util.h"
+
+extern char** environ;
+
+namespace ferry {
+namespace {
+
+using agent_test::Agent;
+using agent_test::AgentConfig;
+using agent_test::Ctx;
+using agent_test::Exists;
+using agent_test::ReadFile;
+using agent_test::TmpDir;
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
+std::string ControllerBinary() {
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  const std::string ws = workspace ? workspace : "ferry";
+  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {
+    return absl::StrCat(srcdir, "/", ws, "/controller/ferry-controller");
+  }
+  return "controller/ferry-controller";
+}
+
+// One ferry-controller process on port 0 with its own data dir.
+class Controller {
+ public:
+  // `listen` "127.0.0.1:0" picks a port; a restarted controller takes the
+  // old one so the agents' --controller still points at it.
+  Controller(const std::string& data_dir, const std::string& tag,
+             const std::string& listen = "127.0.0.1:0")
+      : data_dir_(data_dir) {
+    port_file_ = absl::StrCat(TmpDir(), "/controller-", tag, ".port");
+    stdout_ = absl::StrCat(TmpDir(), "/controller-", tag, ".out");
+    stderr_ = absl::StrCat(TmpDir(), "/controller-", tag, ".err");
+    unlink(port_file_.c_str());
+    std::vector<std::string> args = {ControllerBinary(), "--listen=" + listen,
+                                     "--port_file=" + port_file_,
+                                     "--data_dir=" + data_dir_,
+                                     "--heartbeat_interval=250ms"};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, stdout_.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 2, stderr_.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) {
+      pid_ = -1;
+    }
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~Controller() {
+    if (pid_ > 0) Kill();
+  }
+
+  absl::Status WaitReady() {
+    const absl::Time end = absl::Now() + absl::Seconds(15);
+    while (absl::Now() < end) {
+      if (Exists(port_file_)) {
+        address_ = std::string(absl::StripSuffix(ReadFile(port_file_), "\n"));
+        stub_ = v1::ControllerService::NewStub(
+            grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+        return absl::OkStatus();
+      }
+      int status;
+      if (pid_ <= 0 || waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return absl::InternalError(absl::StrCat("controller exited: ", Log()));
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return absl::DeadlineExceededError(absl::StrCat("controller not ready: ", Log()));
+  }
+  int Terminate() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  // Freezes the process (its driver threads stop mid-call) without
+  // closing anything: the agents carry on by themselves.
+  void Freeze() { kill(pid_, SIGSTOP); }
+  void Kill() {
+    kill(pid_, SIGKILL);
+    int status;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+  std::string Log() const { return ReadFile(stdout_) + ReadFile(stderr_); }
+  std::string Stdout() const { return ReadFile(stdout_); }
+  const std::string& address() const { return address_; }
+  v1::ControllerService::Stub& stub() { return *stub_; }
+
+ private:
+  std::string data_dir_, port_file_, stdout_, stderr_, address_;
+  pid_t pid_ = -1;
+  std::unique_ptr<v1::ControllerService::Stub> stub_;
+};
+
+v1::VmSpec Spec(const std::string& name, uint64_t memory = 64 * kMiB,
+                uint64_t rate = 4 * kMiB) {
+  v1::VmSpec spec;
+  spec.set_name(name);
+  spec.set_memory_bytes(memory);
+  spec.set_vcpu_count(1);
+  spec.set_backend(v1::VM_BACKEND_AUTO);
+  spec.mutable_workload()->set_kind(v1::WORKLOAD_KIND_UNIFORM);
+  spec.mutable_workload()->set_working_set_bytes(memory / 2);
+  spec.mutable_workload()->set_dirty_rate_bytes_per_s(rate);
+  return spec;
+}
+
+class ControllerProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_dir_ = absl::StrCat(TmpDir(), "/controller-",
+                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    controller_ = std::make_unique<Controller>(data_dir_, "first");
+    absl::Status s = controller_->WaitReady();
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(controller_->Stdout(),
+              absl::StrCat("ferry-controller listening on ", controller_->address(), "\n"));
+    for (const char* n : {"h1", "h2", "h3"}) {
+      AgentConfig c;
+      // Host names are DNS labels.
+      c.name = absl::AsciiStrToLower(absl::StrCat(
+          ::testing::UnitTest::GetInstance()->current_test_info()->name(), "-", n));
+      c.data_dir = absl::StrCat(TmpDir(), "/agent-", c.name);
+      c.extra = {"--backend=soft", "--controller=" + controller_->address(),
+                 "--migration_prepare_ttl=10s", "--migration_idle_timeout=10s",
+                 "--shutdown_grace=2s"};
+      agents_.push_back(std::make_unique<Agent>(c));
+      s = agents_.back()->WaitReady();
+      ASSERT_TRUE(s.ok()) << s;
+      names_.push_back(c.name);
+    }
+    ASSERT_TRUE(WaitHosts(3, absl::Seconds(10)))
+        << controller_->Log() << agents_[0]->Log();
+  }
+
+  v1::ControllerService::Stub& api() { return controller_->stub(); }
+
+  bool WaitHosts(int ready, absl::Duration timeout) {
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      v1::ListHostsResponse r;
+      if (api().ListHosts(Ctx().get(), {}, &r).ok()) {
+        int n = 0;
+        for (const v1::Host& h : r.hosts()) {
+          n += h.readiness() == v1::HOST_READINESS_READY ? 1 : 0;
+        }
+        if (n == ready) return true;
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return false;
+  }
+
+  v1::Host GetHost(const std::string& name) {
+    v1::GetHostRequest req;
+    req.set_name(name);
+    v1::Host h;
+    EXPECT_TRUE(api().GetHost(Ctx().get(), req, &h).ok());
+    return h;
+  }
+
+  Agent* AgentNamed(const std::string& name) {
+    for (auto& a : agents_) {
+      if (a->name() == name) return a.get();
+    }
+    return nullptr;
+  }
+
+  v1::Vm CreateVm(const v1::VmSpec& spec, const std::string& host = "") {
+    v1::CreateVmRequest req;
+    *req.mutable_spec() = spec;
+    req.set_host(host);
+    v1::Vm vm;
+    grpc::Status s = api().CreateVm(Ctx(absl::Seconds(60)).get(), req, &vm);
+    EXPECT_TRUE(s.ok()) << s.error_message() << "\n" << controller_->Log();
+    return vm;
+  }
+
+  v1::Vm GetVm(const std::string& name) {
+    v1::GetVmRequest req;
+    req.set_name(name);
+    v1::Vm vm;
+    EXPECT_TRUE(api().GetVm(Ctx().get(), req, &vm).ok());
+    return vm;
+  }
+
+  // Watches until terminal; the last record.
+  v1::Migration Watch(const std::string& id, absl::Duration timeout = absl::Seconds(90)) {
+    v1::WatchMigrationRequest req;
+    req.set_id(id);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    auto reader = api().WatchMigration(&ctx, req);
+    v1::Migration m, last;
+    while (reader->Read(&m)) last = m;
+    grpc::Status s = reader->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return last;
+  }
+
+  // Hosts whose agent holds a RUNNING copy of `vm` (asks every live agent).
+  std::vector<std::string> RunningCopies(const std::string& vm) {
+    std::vector<std::string> out;
+    for (auto& a : agents_) {
+      if (a->Poll()) continue;
+      v1::AgentGetVmRequest req;
+      req.set_name(vm);
+      v1::Vm v;
+      if (a->stub().GetVm(Ctx().get(), req, &v).ok() &&
+          v.status().phase() == v1::VM_PHASE_RUNNING) {
+        out.push_back(a->name());
+      }
+    }
+    return out;
+  }
+
+  void InterruptMidMigrationAndRestart(bool sigkill);
+
+  std::string data_dir_;
+  std::unique_ptr<Controller> controller_;
+  std::vector<std::unique_ptr<Agent>> agents_;
+  std::vector<std::string> names_;
+};
+
+TEST_F(ControllerProcessTest, RegisterCreateMigrateWatchCordon) {
+  v1::Host h = GetHost(names_[0]);
+  EXPECT_EQ(h.readiness(), v1::HOST_READINESS_READY);
+  EXPECT_FALSE(h.info().agent_address().empty());
+  EXPECT_FALSE(h.info().instance_id().empty());
+
+  v1::Vm vm = CreateVm(Spec("web-1"));
+  ASSERT_EQ(vm.status().phase(), v1::VM_PHASE_RUNNING) << vm.ShortDebugString();
+  const std::string source = vm.status().host();
+  EXPECT_EQ(RunningCopies("web-1"), std::vector<std::string>{source});
+
+  // Bad input: right codes.
+  v1::CreateMigrationRequest bad;
+  bad.set_vm_name("no-such-vm");
+  v1::Migration m;
+  EXPECT_EQ(api().CreateMigration(Ctx().get(), bad, &m).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  bad.set_vm_name("web-1");
+  bad.set_target_host(source);
+  EXPECT_EQ(api().CreateMigration(Ctx().get(), bad, &m).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  bad.clear_target_host();
+  bad.mutable_policy()->set_streams(99);
+  EXPECT_EQ(api().CreateMigration(Ctx().get(), bad, &m).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Cordon a target: refused there.
+  std::string target = source == names_[1] ? names_[2] : names_[1];
+  std::string cordoned = source == names_[0] ? names_[2] : names_[0];
+  if (cordoned == target) cordoned = names_[1];
+  v1::CordonHostRequest creq;
+  creq.set_name(cordoned);
+  creq.set_reason("maintenance");
+  v1::Host ch;
+  ASSERT_TRUE(api().CordonHost(Ctx().get(), creq, &ch).ok());
+  EXPECT_TRUE(ch.cordoned());
+  v1::CreateMigrationRequest to_cordoned;
+  to_cordoned.set_vm_name("web-1");
+  to_cordoned.set_target_host(cordoned);
+  EXPECT_EQ(api().CreateMigration(Ctx().get(), to_cordoned, &m).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  // The scheduler's choice: never the source, never the cordoned host.
+  v1::CreateMigrationRequest req;
+  req.set_vm_name("web-1");
+  req.set_request_id("move-web-1");
+  ASSERT_TRUE(api().CreateMigration(Ctx().get(), req, &m).ok());
+  v1::Migration again;
+  ASSERT_TRUE(api().CreateMigration(Ctx().get(), req, &again).ok());
+  EXPECT_EQ(again.id(), m.id()) << "request_id makes the retry return the first";
+  v1::Migration twice;
+  v1::CreateMigrationRequest second;
+  second.set_vm_name("web-1");
+  EXPECT_EQ(api().CreateMigration(Ctx().get(), second, &twice).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  v1::Migration done = Watch(m.id());
+  ASSERT_EQ(done.phase(), v1::MIGRATION_PHASE_SUCCEEDED)
+      << done.ShortDebugString() << "\n" << controller_->Log();
+  EXPECT_EQ(done.target_host(), target);
+  EXPECT_EQ(done.result().vm_host(), target);
+  v1::GetMigrationRequest greq;
+  greq.set_id(m.id());
+  v1::Migration full;
+  ASSERT_TRUE(api().GetMigration(Ctx().get(), greq, &full).ok());
+  EXPECT_GT(full.progress_samples_size(), 0);
+  std::vector<v1::MigrationPhase> phases;
+  for (const auto& t : full.transitions()) phases.push_back(t.phase());
+  EXPECT_EQ(phases.front(), v1::MIGRATION_PHASE_PENDING);
+  EXPECT_EQ(phases.back(), v1::MIGRATION_PHASE_SUCCEEDED);
+  EXPECT_NE(std::find(phases.begin(), phases.end(), v1::MIGRATION_PHASE_PREPARING),
+            phases.end());
+  EXPECT_NE(std::find(phases.begin(), phases.end(), v1::MIGRATION_PHASE_FINISHING),
+            phases.end());
+
+  EXPECT_EQ(GetVm("web-1").status().host(), target);
+  EXPECT_TRUE(GetVm("web-1").status().migration_id().empty());
+  EXPECT_EQ(RunningCopies("web-1"), std::vector<std::string>{target});
+
+  v1::ListEventsRequest ereq;
+  ereq.set_object_kind(v1::OBJECT_KIND_MIGRATION);
+  ereq.set_object_name(m.id());
+  v1::ListEventsResponse events;
+  ASSERT_TRUE(api().ListEvents(Ctx().get(), ereq, &events).ok());
+  EXPECT_GE(events.events_size(), 4);
+
+  // Delete: gone from the agent and the store.
+  v1::DeleteVmRequest dreq;
+  dreq.set_name("web-1");
+  v1::DeleteVmResponse dresp;
+  ASSERT_TRUE(api().DeleteVm(Ctx().get(), dreq, &dresp).ok());
+  EXPECT_TRUE(RunningCopies("web-1").empty());
+
+  EXPECT_EQ(controller_->Terminate(), 0) << controller_->Log();
+}
+
+TEST_F(ControllerProcessTest, DrainMovesEveryVmOff) {
+  const std::string drained = names_[0];
+  CreateVm(Spec("d-1"), drained);
+  CreateVm(Spec("d-2"), drained);
+  v1::DrainHostRequest bad;
+  bad.set_name("no-such-host");
+  {
+    grpc::ClientContext ctx;
+    auto reader = api().DrainHost(&ctx, bad);
+    v1::DrainHostUpdate u;
+    EXPECT_FALSE(reader->Read(&u));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  v1::DrainHostRequest req;
+  req.set_name(drained);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+  auto reader = api().DrainHost(&ctx, req);
+  std::map<std::string, v1::DrainOutcome> outcome;
+  v1::DrainHostUpdate u;
+  uint32_t last_remaining = 99;
+  while (reader->Read(&u)) {
+    outcome[u.vm_name()] = u.outcome();
+    last_remaining = u.vms_remaining();
+  }
+  ASSERT_TRUE(reader->Finish().ok()) << controller_->Log();
+  EXPECT_EQ(outcome["d-1"], v1::DRAIN_OUTCOME_MIGRATED);
+  EXPECT_EQ(outcome["d-2"], v1::DRAIN_OUTCOME_MIGRATED);
+  EXPECT_EQ(last_remaining, 0u);
+  EXPECT_TRUE(GetHost(drained).cordoned());
+  for (const char* vm : {"d-1", "d-2"}) {
+    const std::vector<std::string> copies = RunningCopies(vm);
+    ASSERT_EQ(copies.size(), 1u) << vm;
+    EXPECT_NE(copies[0], drained);
+    EXPECT_EQ(GetVm(vm).status().host(), copies[0]);
+  }
+  v1::ListVmsRequest lreq;
+  lreq.set_host(drained);
+  v1::ListVmsResponse left;
+  ASSERT_TRUE(api().ListVms(Ctx().get(), lreq, &left).ok());
+  EXPECT_EQ(left.vms_size(), 0);
+}
+
+// Stops the controller mid-transfer (SIGKILL, or SIGTERM for a clean
+// shutdown that must leave the migration as persisted), restarts it on the
+// same data dir and port, and checks that exactly one copy runs where the
+// record says.
+void ControllerProcessTest::InterruptMidMigrationAndRestart(bool sigkill) {
+  // The guest rewrites its 64 MiB working set at 64 MiB/s: far more than
+  // the capped data plane below drains, so the transfer lasts seconds.
+  v1::Vm vm = CreateVm(Spec("busy", 128 * kMiB, 64 * kMiB));
+  ASSERT_EQ(vm.status().phase(), v1::VM_PHASE_RUNNING);
+  absl::SleepFor(absl::Seconds(1));  // let it dirty its working set
+  v1::CreateMigrationRequest req;
+  req.set_vm_name("busy");
+  // A slow data plane: the transfer takes several seconds.
+  req.mutable_policy()->set_max_bandwidth_bytes_per_s(8 * kMiB);
+  req.mutable_policy()->set_streams(1);
+  // The cap is on wire bytes and guest pages compress ~20x.
+  req.mutable_policy()->set_compression(v1::COMPRESSION_NONE);
+  v1::Migration m;
+  ASSERT_TRUE(api().CreateMigration(Ctx().get(), req, &m).ok());
+  // Wait for TRANSFERRING (recorded from the source's samples).
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  v1::Migration cur;
+  while (absl::Now() < end) {
+    v1::GetMigrationRequest g;
+    g.set_id(m.id());
+    ASSERT_TRUE(api().GetMigration(Ctx().get(), g, &cur).ok());
+    if (cur.phase() == v1::MIGRATION_PHASE_TRANSFERRING) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_EQ(cur.phase(), v1::MIGRATION_PHASE_TRANSFERRING) << cur.ShortDebugString();
+  absl::SleepFor(absl::Milliseconds(500));
+  const std::string address = controller_->address();
+  if (sigkill) {
+    controller_->Kill();
+  } else {
+    EXPECT_EQ(controller_->Terminate(), 0) << controller_->Log();
+  }
+
+  // Same data dir and port, new process: it reconciles with both agents.
+  controller_ = std::make_unique<Controller>(data_dir_, "second", address);
+  absl::Status s = controller_->WaitReady();
+  ASSERT_TRUE(s.ok()) << s;
+  v1::Migration done = Watch(m.id(), absl::Seconds(120));
+  ASSERT_TRUE(done.phase() == v1::MIGRATION_PHASE_SUCCEEDED ||
+              done.phase() == v1::MIGRATION_PHASE_FAILED)
+      << done.ShortDebugString() << "\n" << controller_->Log();
+  // Exactly one copy runs, where the record says.
+  absl::SleepFor(absl::Milliseconds(500));
+  const std::vector<std::string> copies = RunningCopies("busy");
+  ASSERT_EQ(copies.size(), 1u) << done.ShortDebugString();
+  EXPECT_EQ(copies[0], done.result().vm_host());
+  EXPECT_EQ(GetVm("busy").status().host(), copies[0]);
+  EXPECT_TRUE(GetVm("busy").status().migration_id().empty());
+  std::cerr << "after kill -9 and restart: " << v1::MigrationPhase_Name(done.phase())
+            << " — " << done.result().message() << "\n";
+  {
+    // The story, for the log: what the restarted controller found and did.
+    v1::ListEventsRequest ereq;
+    ereq.set_object_name(m.id());
+    v1::ListEventsResponse events;
+    ASSERT_TRUE(api().ListEvents(Ctx().get(), ereq, &events).ok());
+    bool reconciled = false;
+    for (const v1::Event& e : events.events()) {
+      std::cerr << "  event " << e.reason() << ": " << e.message() << "\n";
+      reconciled |= e.reason() == "MigrationReconciled";
+    }
+    EXPECT_TRUE(reconciled) << "the restarted controller must reconcile the migration";
+  }
+  // The VM can migrate again under the new controller.
+  v1::CreateMigrationRequest again;
+  again.set_vm_name("busy");
+  v1::Migration m2;
+  grpc::Status cs = api().CreateMigration(Ctx().get(), again, &m2);
+  ASSERT_TRUE(cs.ok()) << cs.error_message() << "\n" << GetVm("busy").ShortDebugString();
+  EXPECT_EQ(Watch(m2.id()).phase(), v1::MIGRATION_PHASE_SUCCEEDED) << controller_->Log();
+  EXPECT_EQ(RunningCopies("busy").size(), 1u);
+}
+
+TEST_F(ControllerProcessTest, KillNineMidMigrationThenRestartLeavesOneCopy) {
+  InterruptMidMigrationAndRestart(/*sigkill=*/true);
+}
+
+TEST_F(ControllerProcessTest, SigtermMidMigrationThenRestartLeavesOneCopy) {
+  InterruptMidMigrationAndRestart(/*sigkill=*/false);
+}
+
+// The controller dies after deciding to migrate; while it is gone the
+// source converges, switches over and the destination ARMs (the handoff
+// waits for the controller). The restarted controller must finish on the
+// destination, not roll back.
+TEST_F(ControllerProcessTest, KillNineWhileArmedThenRestartFinishesOnDestination) {
+  v1::Vm vm = CreateVm(Spec("armed", 128 * kMiB, 4 * kMiB));
+  ASSERT_EQ(vm.status().phase(), v1::VM_PHASE_RUNNING);
+  const std::string source = vm.status().host();
+  absl::SleepFor(absl::Milliseconds(1500));  // some non-zero pages to send
+  v1::CreateMigrationRequest req;
+  req.set_vm_name("armed");
+  req.mutable_policy()->set_max_bandwidth_bytes_per_s(8 * kMiB);
+  req.mutable_policy()->set_compression(v1::COMPRESSION_NONE);
+  req.mutable_policy()->set_streams(1);
+  v1::Migration m;
+  ASSERT_TRUE(api().CreateMigration(Ctx().get(), req, &m).ok());
+  v1::Migration cur;
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < end) {
+    v1::GetMigrationRequest g;
+    g.set_id(m.id());
+    ASSERT_TRUE(api().GetMigration(Ctx().get(), g, &cur).ok());
+    if (cur.phase() == v1::MIGRATION_PHASE_TRANSFERRING) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(cur.phase(), v1::MIGRATION_PHASE_TRANSFERRING) << cur.ShortDebugString();
+  const std::string address = controller_->address();
+  controller_->Freeze();
+  controller_->Kill();
+
+  // Wait for the source to report FINISHING: armed and waiting for us.
+  Agent* src = AgentNamed(source);
+  ASSERT_NE(src, nullptr);
+  v1::AgentMigration am;
+  const absl::Time arm_end = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < arm_end) {
+    v1::AgentGetMigrationRequest g;
+    g.set_migration_id(m.id());
+    ASSERT_TRUE(src->stub().GetMigration(Ctx().get(), g, &am).ok());
+    if (am.phase() == v1::MIGRATION_PHASE_FINISHING ||
+        am.phase() >= v1::MIGRATION_PHASE_SUCCEEDED) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(am.phase(), v1::MIGRATION_PHASE_FINISHING) << am.ShortDebugString();
+  EXPECT_EQ(RunningCopies("armed").size(), 0u) << "paused on the source, armed on the target";
+
+  controller_ = std::make_unique<Controller>(data_dir_, "second", address);
+  absl::Status s = controller_->WaitReady();
+  ASSERT_TRUE(s.ok()) << s;
+  v1::Migration done = Watch(m.id());
+  ASSERT_EQ(done.phase(), v1::MIGRATION_PHASE_SUCCEEDED)
+      << done.ShortDebugString() << "\n" << controller_->Log();
+  const std::vector<std::string> copies = RunningCopies("armed");
+  ASSERT_EQ(copies.size(), 1u);
+  EXPECT_NE(copies[0], source);
+  EXPECT_EQ(copies[0], done.target_host());
+  EXPECT_EQ(GetVm("armed").status().host(), copies[0]);
+}
+
+TEST_F(ControllerProcessTest, DestinationKilledMidMigrationFailsCleanly) {
+  v1::Vm vm = CreateVm(Spec("victim", 128 * kMiB, 64 * kMiB));
+  const std::string source = vm.status().host();
+  absl::SleepFor(absl::Seconds(1));
+  v1::CreateMigrationRequest req;
+  req.set_vm_name("victim");
+  req.mutable_policy()->set_max_bandwidth_bytes_per_s(8 * kMiB);
+  req.mutable_policy()->set_compression(v1::COMPRESSION_NONE);
+  v1::Migration m;
+  ASSERT_TRUE(api().CreateMigration(Ctx().get(), req, &m).ok());
+  v1::Migration cur;
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < end) {
+    v1::GetMigrationRequest g;
+    g.set_id(m.id());
+    ASSERT_TRUE(api().GetMigration(Ctx().get(), g, &cur).ok());
+    if (cur.phase() == v1::MIGRATION_PHASE_TRANSFERRING) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(cur.phase(), v1::MIGRATION_PHASE_TRANSFERRING);
+  AgentNamed(cur.target_host())->Kill();
+  v1::Migration done = Watch(m.id());
+  EXPECT_EQ(done.phase(), v1::MIGRATION_PHASE_FAILED) << done.ShortDebugString();
+  EXPECT_FALSE(done.result().message().empty());
+  EXPECT_EQ(done.result().vm_host(), source);
+  EXPECT_EQ(RunningCopies("victim"), std::vector<std::string>{source});
+  EXPECT_EQ(GetVm("victim").status().host(), source);
+  const absl::Time unknown_end = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < unknown_end &&
+         GetHost(cur.target_host()).readiness() != v1::HOST_READINESS_UNKNOWN) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(GetHost(cur.target_host()).readiness(), v1::HOST_READINESS_UNKNOWN);
+  EXPECT_EQ(GetHost(source).readiness(), v1::HOST_READINESS_READY);
+}
+
+TEST_F(ControllerProcessTest, KilledAgentGoesUnknownAndGetsNothing) {
+  Agent* dead = agents_[2].get();
+  const std::string dead_name = dead->name();
+  dead->Kill();
+  const absl::Time end = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < end &&
+         GetHost(dead_name).readiness() != v1::HOST_READINESS_UNKNOWN) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_EQ(GetHost(dead_name).readiness(), v1::HOST_READINESS_UNKNOWN);
+  v1::ListEventsRequest ereq;
+  ereq.set_object_name(dead_name);
+  v1::ListEventsResponse events;
+  ASSERT_TRUE(api().ListEvents(Ctx().get(), ereq, &events).ok());
+  bool unknown_event = false;
+  for (const v1::Event& e : events.events()) unknown_event |= e.reason() == "HostUnknown";
+  EXPECT_TRUE(unknown_event);
+
+  // Pinned there: refused. Unpinned: lands elsewhere.
+  v1::CreateVmRequest pinned;
+  *pinned.mutable_spec() = Spec("nope");
+  pinned.set_host(dead_name);
+  v1::Vm vm;
+  EXPECT_EQ(api().CreateVm(Ctx().get(), pinned, &vm).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  for (int i = 0; i < 3; ++i) {
+    v1::Vm v = CreateVm(Spec(absl::StrCat("spread-", i)));
+    EXPECT_NE(v.status().host(), dead_name);
+  }
+  v1::CreateMigrationRequest to_dead;
+  to_dead.set_vm_name("spread-0");
+  to_dead.set_target_host(dead_name);
+  v1::Migration m;
+  EXPECT_EQ(api().CreateMigration(Ctx().get(), to_dead, &m).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+int RunController(std::vector<std::string> args) {
+  args.insert(args.begin(), ControllerBinary());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) return -1;
+  posix_spawn_file_actions_destroy(&actions);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(ControllerFlagsTest, BadFlagsExitTwo) {
+  const std::string dir = absl::StrCat(TmpDir(), "/flags");
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"--no_such_flag=1"},
+           {"--heartbeat_interval=soon"},
+           {"--heartbeat_interval=0s"},
+           {"--listen=nonsense"},
+           {"--max_parallel_migrations=-3"},
+           {"--data_dir="}}) {
+    std::vector<std::string> a = args;
+    if (args[0].rfind("--data_dir", 0) != 0) a.push_back("--data_dir=" + dir);
+    EXPECT_EQ(RunController(a), 2) << args[0];
+  }
+}
+
+TEST_F(ControllerProcessTest, SecondControllerOnTheSameDataDirCannotStart) {
+  Controller second(data_dir_, "clash");
+  EXPECT_FALSE(second.WaitReady().ok());
+  EXPECT_NE(second.Log().find("another ferry-controller"), std::string::npos)
+      << second.Log();
+}
+
+}  // namespace
+}  // namespace ferry
