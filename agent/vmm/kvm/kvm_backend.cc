@@ -47,7 +47,7 @@ absl::StatusOr<std::vector<std::unique_ptr<KvmVcpu>>> CreateVcpus(
 // is the cheapest mode (cost per dirty page, per-vCPU rates) and costs
 // nothing while logging is off. With the ring on, KVM_GET_DIRTY_LOG is
 // refused (ENXIO), so such a VM tracks with mode ring only.
-absl::Status MaybeEnableDirtyRing(kmod::VmFd& vm) {
+absl::Status MaybeEnableDirtyRing(kmod::VmFd& vm, mmu::DirtyTrackingMode tracking) {
   uint64_t max_bytes = 0;
   for (kmod::Cap cap :
        {kmod::Cap::kDirtyLogRingAcqRel, kmod::Cap::kDirtyLogRing}) {
@@ -58,8 +58,7 @@ absl::Status MaybeEnableDirtyRing(kmod::VmFd& vm) {
     }
   }
   ASSIGN_OR_RETURN(uint32_t bytes,
-                   mmu::kvm::ShouldEnableDirtyRing(
-                       mmu::DirtyTrackingMode::kUnspecified, max_bytes));
+                   mmu::kvm::ShouldEnableDirtyRing(tracking, max_bytes));
   if (bytes == 0) return absl::OkStatus();
   return vm.EnableDirtyRing(bytes);
 }
@@ -170,7 +169,8 @@ KvmMachine::CreateDirtyTracker(mmu::DirtyTrackingMode mode) {
 
 uint64_t KvmMachine::GuestTicks() const { return __rdtsc(); }
 
-KvmBackend::KvmBackend(std::string device_path) : path_(std::move(device_path)) {}
+KvmBackend::KvmBackend(std::string device_path, mmu::DirtyTrackingMode tracking)
+    : path_(std::move(device_path)), tracking_(tracking) {}
 
 absl::StatusOr<const kmod::Kvm*> KvmBackend::Device() const {
   absl::MutexLock lock(&mu_);
@@ -204,7 +204,7 @@ absl::StatusOr<std::unique_ptr<Machine>> KvmBackend::CreateMachine(
   ASSIGN_OR_RETURN(const kmod::Kvm* kvm, Device());
   RETURN_IF_ERROR(WriteLongModeTables(memory));
   ASSIGN_OR_RETURN(kmod::VmFd vm, kvm->CreateVm());
-  RETURN_IF_ERROR(MaybeEnableDirtyRing(vm));
+  RETURN_IF_ERROR(MaybeEnableDirtyRing(vm, tracking_));
   RETURN_IF_ERROR(vm.SetTssAddr(kTssAddr));
   RETURN_IF_ERROR(RegisterMemslots(vm, memory));
   ASSIGN_OR_RETURN(std::vector<std::unique_ptr<KvmVcpu>> vcpus,

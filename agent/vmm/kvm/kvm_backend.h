@@ -15,6 +15,7 @@
 #include "agent/vmm/kvm/kvm_vcpu.h"
 #include "kmod/kvm.h"
 #include "kmod/vm.h"
+#include "mmu/dirty_tracker.h"
 
 namespace ferry::vmm {
 
@@ -40,7 +41,13 @@ class KvmMachine : public Machine {
 
 class KvmBackend : public Backend {
  public:
-  explicit KvmBackend(std::string device_path = kmod::Kvm::kDefaultPath);
+  // `tracking` decides at VM creation whether the dirty ring is switched on
+  // (mmu/kvm/select.h): kUnspecified ("auto") and kRing turn it on when the
+  // kernel offers it; kBitmap and kClearLog keep it off, because with the
+  // ring on KVM refuses KVM_GET_DIRTY_LOG.
+  explicit KvmBackend(
+      std::string device_path = kmod::Kvm::kDefaultPath,
+      mmu::DirtyTrackingMode tracking = mmu::DirtyTrackingMode::kUnspecified);
 
   absl::string_view name() const override { return "kvm"; }
   v1::VmBackend kind() const override { return v1::VM_BACKEND_KVM; }
@@ -54,6 +61,7 @@ class KvmBackend : public Backend {
   absl::StatusOr<const kmod::Kvm*> Device() const ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::string path_;
+  const mmu::DirtyTrackingMode tracking_;
   mutable absl::Mutex mu_;
   // Opened once; never reset while machines may hold a reference.
   mutable std::optional<kmod::Kvm> kvm_ ABSL_GUARDED_BY(mu_);
