@@ -41,21 +41,23 @@ bool Exists(const std::string& path) {
 
 void SetArgv0(const char* argv0) { Argv0() = argv0 ? argv0 : ""; }
 
-std::string AgentBinary() {
+std::string AgentBinary() { return RunfilePath("agent/ferry-agent"); }
+
+std::string RunfilePath(const std::string& rel) {
   const char* workspace = std::getenv("TEST_WORKSPACE");
   const std::string ws = workspace ? workspace : "ferry";
   if (const char* srcdir = std::getenv("TEST_SRCDIR")) {
-    return absl::StrCat(srcdir, "/", ws, "/agent/ferry-agent");
+    return absl::StrCat(srcdir, "/", ws, "/", rel);
   }
   if (const char* runfiles = std::getenv("RUNFILES_DIR")) {
-    const std::string p = absl::StrCat(runfiles, "/", ws, "/agent/ferry-agent");
+    const std::string p = absl::StrCat(runfiles, "/", ws, "/", rel);
     if (Exists(p)) return p;
   }
   if (!Argv0().empty()) {
-    const std::string p = absl::StrCat(Argv0(), ".runfiles/", ws, "/agent/ferry-agent");
+    const std::string p = absl::StrCat(Argv0(), ".runfiles/", ws, "/", rel);
     if (Exists(p)) return p;
   }
-  return "agent/ferry-agent";
+  return rel;
 }
 
 std::string TmpDir() {

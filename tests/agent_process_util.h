@@ -26,6 +26,9 @@ bool Exists(const std::string& path);
 // test, else from the runfiles ($RUNFILES_DIR, or <argv0>.runfiles when
 // SetArgv0 was called), else ./agent/ferry-agent (bazel run's cwd).
 std::string AgentBinary();
+// Any binary or file of the workspace, found the same way (`rel` as
+// "controller/ferry-controller").
+std::string RunfilePath(const std::string& rel);
 void SetArgv0(const char* argv0);
 
 // $TEST_TMPDIR, else /tmp.

@@ -61,6 +61,9 @@ class FakeAgent final : public v1::AgentService::Service {
   // Knobs.
   void set_hold_transfer(bool v) { absl::MutexLock l(&mu_); hold_transfer_ = v; }
   void set_refuse_create(bool v) { absl::MutexLock l(&mu_); refuse_create_ = v; }
+  // A source stays TRANSFERRING at least this long after StartOutgoing
+  // (load benchmarks keep migrations in flight to exercise the queue).
+  void set_transfer_time(absl::Duration d) { absl::MutexLock l(&mu_); transfer_time_ = d; }
   void SetMigration(const v1::AgentMigration& m) {
     absl::MutexLock l(&mu_);
     migrations_[m.migration_id()] = m;
@@ -74,6 +77,12 @@ class FakeAgent final : public v1::AgentService::Service {
     auto it = vms_.find(name);
     return it != vms_.end() && it->second.status().phase() == v1::VM_PHASE_RUNNING;
   }
+  std::vector<v1::Vm> Vms() {
+    absl::MutexLock l(&mu_);
+    std::vector<v1::Vm> out;
+    for (const auto& [name, vm] : vms_) out.push_back(vm);
+    return out;
+  }
   std::vector<std::string> calls() {
     absl::MutexLock l(&mu_);
     return calls_;
@@ -85,8 +94,10 @@ class FakeAgent final : public v1::AgentService::Service {
     }
     return false;
   }
-  // The destination's migration, armed by the source's progress.
+  // The destination's migration, armed by the source's progress: `peer`,
+  // else find_peer(destination endpoint) for clusters of many fakes.
   FakeAgent* peer = nullptr;
+  std::function<FakeAgent*(const std::string& endpoint)> find_peer;
   // Called with the call's name (as in calls()) before it acts, without the
   // fake's lock: tests check what the controller had committed by then.
   std::function<void(const std::string&)> on_call;
@@ -156,6 +167,8 @@ class FakeAgent final : public v1::AgentService::Service {
     m.set_role(v1::MIGRATION_ROLE_SOURCE);
     m.set_vm_name(req->vm_name());
     m.set_phase(v1::MIGRATION_PHASE_TRANSFERRING);
+    started_[req->migration_id()] = absl::Now();
+    endpoints_[req->migration_id()] = req->destination_endpoint();
     resp->set_phase(m.phase());
     return grpc::Status::OK;
   }
@@ -165,14 +178,17 @@ class FakeAgent final : public v1::AgentService::Service {
     for (int i = 0;; ++i) {
       v1::MigrationProgress p;
       bool hold;
+      FakeAgent* to_arm = nullptr;  // armed outside mu_ (two fakes may arm each other)
       {
         absl::MutexLock l(&mu_);
         auto it = migrations_.find(req->migration_id());
         if (it == migrations_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "");
-        hold = hold_transfer_;
+        hold = hold_transfer_ ||
+               absl::Now() - started_[req->migration_id()] < transfer_time_;
         if (!hold && i >= 2 && it->second.phase() == v1::MIGRATION_PHASE_TRANSFERRING) {
           it->second.set_phase(v1::MIGRATION_PHASE_FINISHING);
-          if (peer != nullptr) peer->Arm(req->migration_id());
+          to_arm = peer;
+          if (to_arm == nullptr && find_peer) to_arm = find_peer(endpoints_[req->migration_id()]);
         }
         p.set_migration_id(req->migration_id());
         p.set_phase(it->second.phase());
@@ -187,6 +203,7 @@ class FakeAgent final : public v1::AgentService::Service {
           *p.mutable_result() = it->second.result();
         }
       }
+      if (to_arm != nullptr) to_arm->Arm(req->migration_id());
       if (!w->Write(p)) return grpc::Status::OK;
       if (p.phase() == v1::MIGRATION_PHASE_FINISHING ||
           p.phase() == v1::MIGRATION_PHASE_SUCCEEDED ||
@@ -289,6 +306,9 @@ class FakeAgent final : public v1::AgentService::Service {
   absl::Mutex mu_;
   bool hold_transfer_ ABSL_GUARDED_BY(mu_) = false;
   bool refuse_create_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Duration transfer_time_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  std::map<std::string, absl::Time> started_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> endpoints_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::Vm> vms_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::AgentMigration> migrations_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
