@@ -64,6 +64,11 @@ ABSL_FLAG(absl::Duration, max_fill, absl::Seconds(12),
 ABSL_FLAG(absl::Duration, warmup, absl::Seconds(2),
           "shortest time the workload runs before the migration");
 ABSL_FLAG(bool, list, false, "print the scenario names and exit");
+// The target is "converges with downtime under 50 ms", so the
+// policy asks for that; QEMU's 300 ms default would let the engine switch
+// over earlier with a longer pause.
+ABSL_FLAG(absl::Duration, max_downtime, absl::Milliseconds(50),
+          "MigrationPolicy.max_downtime of every scenario");
 
 namespace ferry {
 namespace {
@@ -197,7 +202,11 @@ double LoopbackBaseline() {
 
 v1::MigrationPolicy BenchPolicy(uint32_t streams) {
   v1::MigrationPolicy p;
-  p.mutable_max_downtime()->set_nanos(300 * 1000 * 1000);
+  const absl::Duration max_downtime = absl::GetFlag(FLAGS_max_downtime);
+  p.mutable_max_downtime()->set_seconds(
+      absl::ToInt64Seconds(max_downtime));
+  p.mutable_max_downtime()->set_nanos(static_cast<int32_t>(
+      absl::ToInt64Nanoseconds(max_downtime % absl::Seconds(1))));
   p.set_streams(streams);
   p.set_max_rounds(30);
   p.set_auto_converge(true);
