@@ -268,7 +268,6 @@ double WriteRate(Vm& vm, absl::Duration d) {
 }
 
 TEST_P(VmTest, ThrottleTakesVcpuTimeAwayInProportion) {
-  if (GetParam().name != "soft") GTEST_SKIP() << "soft backend only";
   // Flat out (rate 0): the write rate is bound by vCPU time.
   std::unique_ptr<Vm> vm = MakeVm(Spec(v1::WORKLOAD_KIND_UNIFORM, 1, 0));
   ASSERT_NE(vm, nullptr);
