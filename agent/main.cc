@@ -242,6 +242,20 @@ int Run(int signal_fd) {
     ControllerLinkOptions link_options;
     link_options.controller = absl::GetFlag(FLAGS_controller);
     link_options.agent = (*server)->address();
+    // Unhealthy when this agent can no longer create VMs: its data dir
+    // stopped taking writes, or the KVM device it prefers went away.
+    link_options.health_check = [dir = data_dir->dir(),
+                                 kvm = set.preferred == v1::VM_BACKEND_KVM,
+                                 kvm_device]() -> absl::Status {
+      if (absl::Status s = ProbeDirWritable(dir); !s.ok()) return s;
+      if (kvm) {
+        if (absl::Status s = ProbeDevice(kvm_device); !s.ok()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("the KVM backend cannot create VMs: ", s.message()));
+        }
+      }
+      return absl::OkStatus();
+    };
     controller_link = std::make_unique<ControllerLink>(link_options);
     controller_link->Start();
     LogInfo("registering with the controller at ", link_options.controller);

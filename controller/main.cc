@@ -17,6 +17,11 @@
 // the next start reconciles them with the agents — close the store, exit 0.
 // Exit status 2 = bad flags, 1 = cannot start (data dir locked by another
 // controller, port taken, store unreadable).
+//
+// --test_pause_before_phase=PENDING|PREPARING|FINISHING|CONFIRMING is for
+// tests only (tests/controller_process_test.cc): the process SIGSTOPs
+// itself once, right after committing that phase and before acting on it,
+// so a test can kill -9 it at an exact point of a migration.
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -78,6 +83,11 @@ ABSL_FLAG(std::string, rest_port_file, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port for the Prometheus /metrics endpoint (docs/metrics.md); "
           "empty = off");
+ABSL_FLAG(std::string, test_pause_before_phase, "",
+          "TEST ONLY, never in production: the first time the controller is "
+          "about to act on this migration phase (PENDING, PREPARING, "
+          "FINISHING or CONFIRMING; already committed), the process stops "
+          "itself with SIGSTOP so a test can kill it at that exact point");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(2),
           "how long in-flight calls may run after SIGTERM");
 
@@ -200,6 +210,21 @@ int Run(int signal_fd) {
   oopts.limits.max_outbound_per_host = absl::GetFlag(FLAGS_max_outbound_per_host);
   oopts.limits.max_inbound_per_host = absl::GetFlag(FLAGS_max_inbound_per_host);
   oopts.limits.max_cluster = absl::GetFlag(FLAGS_max_parallel_migrations);
+  if (const std::string p = absl::GetFlag(FLAGS_test_pause_before_phase); !p.empty()) {
+    v1::MigrationPhase phase;
+    if (!v1::MigrationPhase_Parse(absl::StrCat("MIGRATION_PHASE_", p), &phase) ||
+        (phase != v1::MIGRATION_PHASE_PENDING && phase != v1::MIGRATION_PHASE_PREPARING &&
+         phase != v1::MIGRATION_PHASE_FINISHING &&
+         phase != v1::MIGRATION_PHASE_CONFIRMING)) {
+      return BadFlag(absl::StrCat("--test_pause_before_phase must be PENDING, PREPARING, "
+                                  "FINISHING or CONFIRMING, got '", p, "'"));
+    }
+    Log("WARNING", "--test_pause_before_phase=", p, " is set: this process will stop itself");
+    auto fired = std::make_shared<std::atomic<bool>>(false);
+    oopts.test_before_phase = [phase, fired](v1::MigrationPhase now) {
+      if (now == phase && !fired->exchange(true)) raise(SIGSTOP);
+    };
+  }
   auto orchestrator = std::make_unique<Orchestrator>(store->get(), oopts);
   HostRegistryOptions hopts;
   hopts.heartbeat_interval = heartbeat;

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -24,6 +26,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "controller/api/rest/test_http_client.h"
 #include "gtest/gtest.h"
 #include "proto/agent.grpc.pb.h"
 #include "proto/controller.grpc.pb.h"
@@ -57,17 +60,25 @@ class Controller {
  public:
   // `listen` "127.0.0.1:0" picks a port; a restarted controller takes the
   // old one so the agents' --controller still points at it.
+  // `extra` flags are appended (e.g. --test_pause_before_phase). Every
+  // controller also serves REST on a free port (rest_address()).
   Controller(const std::string& data_dir, const std::string& tag,
-             const std::string& listen = "127.0.0.1:0")
+             const std::string& listen = "127.0.0.1:0",
+             const std::vector<std::string>& extra = {})
       : data_dir_(data_dir) {
     port_file_ = absl::StrCat(TmpDir(), "/controller-", tag, ".port");
+    rest_port_file_ = absl::StrCat(TmpDir(), "/controller-", tag, ".rest-port");
+    unlink(rest_port_file_.c_str());
     stdout_ = absl::StrCat(TmpDir(), "/controller-", tag, ".out");
     stderr_ = absl::StrCat(TmpDir(), "/controller-", tag, ".err");
     unlink(port_file_.c_str());
     std::vector<std::string> args = {ControllerBinary(), "--listen=" + listen,
                                      "--port_file=" + port_file_,
                                      "--data_dir=" + data_dir_,
-                                     "--heartbeat_interval=250ms"};
+                                     "--heartbeat_interval=250ms",
+                                     "--rest_listen=127.0.0.1:0",
+                                     "--rest_port_file=" + rest_port_file_};
+    args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -91,6 +102,9 @@ class Controller {
     while (absl::Now() < end) {
       if (Exists(port_file_)) {
         address_ = std::string(absl::StripSuffix(ReadFile(port_file_), "\n"));
+        // Written before the gRPC port file.
+        rest_address_ =
+            std::string(absl::StripSuffix(ReadFile(rest_port_file_), "\n"));
         stub_ = v1::ControllerService::NewStub(
             grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
         return absl::OkStatus();
@@ -105,6 +119,7 @@ class Controller {
     return absl::DeadlineExceededError(absl::StrCat("controller not ready: ", Log()));
   }
   int Terminate() {
+    if (pid_ <= 0) return -1;  // never kill(-1, ...)
     kill(pid_, SIGTERM);
     int status = 0;
     waitpid(pid_, &status, 0);
@@ -113,8 +128,26 @@ class Controller {
   }
   // Freezes the process (its driver threads stop mid-call) without
   // closing anything: the agents carry on by themselves.
-  void Freeze() { kill(pid_, SIGSTOP); }
+  void Freeze() {
+    if (pid_ > 0) kill(pid_, SIGSTOP);
+  }
+  // True once the process stopped itself (--test_pause_before_phase).
+  bool WaitStopped(absl::Duration timeout) {
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      int status = 0;
+      const pid_t r = waitpid(pid_, &status, WNOHANG | WUNTRACED);
+      if (r == pid_ && WIFSTOPPED(status)) return true;
+      if (r == pid_) {  // exited
+        pid_ = -1;
+        return false;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return false;
+  }
   void Kill() {
+    if (pid_ <= 0) return;  // never kill(-1, ...)
     kill(pid_, SIGKILL);
     int status;
     waitpid(pid_, &status, 0);
@@ -123,10 +156,12 @@ class Controller {
   std::string Log() const { return ReadFile(stdout_) + ReadFile(stderr_); }
   std::string Stdout() const { return ReadFile(stdout_); }
   const std::string& address() const { return address_; }
+  const std::string& rest_address() const { return rest_address_; }
   v1::ControllerService::Stub& stub() { return *stub_; }
 
  private:
-  std::string data_dir_, port_file_, stdout_, stderr_, address_;
+  std::string data_dir_, port_file_, rest_port_file_, stdout_, stderr_, address_,
+      rest_address_;
   pid_t pid_ = -1;
   std::unique_ptr<v1::ControllerService::Stub> stub_;
 };
@@ -253,7 +288,21 @@ class ControllerProcessTest : public ::testing::Test {
     return out;
   }
 
+  // Hosts whose agent holds any copy of `vm` (running, paused, armed).
+  std::vector<std::string> AllCopies(const std::string& vm) {
+    std::vector<std::string> out;
+    for (auto& a : agents_) {
+      if (a->Poll()) continue;
+      v1::AgentGetVmRequest req;
+      req.set_name(vm);
+      v1::Vm v;
+      if (a->stub().GetVm(Ctx().get(), req, &v).ok()) out.push_back(a->name());
+    }
+    return out;
+  }
+
   void InterruptMidMigrationAndRestart(bool sigkill);
+  void KillAtPhaseAndRestart(const std::string& phase);
 
   std::string data_dir_;
   std::unique_ptr<Controller> controller_;
@@ -351,7 +400,8 @@ TEST_F(ControllerProcessTest, RegisterCreateMigrateWatchCordon) {
   v1::DeleteVmRequest dreq;
   dreq.set_name("web-1");
   v1::DeleteVmResponse dresp;
-  ASSERT_TRUE(api().DeleteVm(Ctx().get(), dreq, &dresp).ok());
+  grpc::Status ds = api().DeleteVm(Ctx().get(), dreq, &dresp);
+  ASSERT_TRUE(ds.ok()) << ds.error_code() << " " << ds.error_message();
   EXPECT_TRUE(RunningCopies("web-1").empty());
 
   EXPECT_EQ(controller_->Terminate(), 0) << controller_->Log();
@@ -468,7 +518,9 @@ void ControllerProcessTest::InterruptMidMigrationAndRestart(bool sigkill) {
     }
     EXPECT_TRUE(reconciled) << "the restarted controller must reconcile the migration";
   }
-  // The VM can migrate again under the new controller.
+  // The VM can migrate again under the new controller, once the agents'
+  // heartbeats reached it (until then the hosts are rightly UNKNOWN).
+  ASSERT_TRUE(WaitHosts(3, absl::Seconds(15))) << controller_->Log();
   v1::CreateMigrationRequest again;
   again.set_vm_name("busy");
   v1::Migration m2;
@@ -620,6 +672,237 @@ TEST_F(ControllerProcessTest, KilledAgentGoesUnknownAndGetsNothing) {
             grpc::StatusCode::FAILED_PRECONDITION);
 }
 
+// The controller is killed (kill -9) at an exact phase of a migration: the
+// restarted-with---test_pause_before_phase daemon stops itself right after
+// committing `phase` and before acting on it, the test kills it there, and
+// a fresh controller on the same data dir must bring the migration to an
+// end with exactly one copy of the VM, where the store says.
+void ControllerProcessTest::KillAtPhaseAndRestart(const std::string& phase) {
+  const std::string address = controller_->address();
+  ASSERT_EQ(controller_->Terminate(), 0) << controller_->Log();
+  controller_ = std::make_unique<Controller>(
+      data_dir_, "paused", address,
+      std::vector<std::string>{"--test_pause_before_phase=" + phase});
+  absl::Status s = controller_->WaitReady();
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(WaitHosts(3, absl::Seconds(10))) << controller_->Log();
+
+  v1::Vm vm = CreateVm(Spec("phased"));
+  ASSERT_EQ(vm.status().phase(), v1::VM_PHASE_RUNNING) << vm.ShortDebugString();
+  const std::string source = vm.status().host();
+  v1::CreateMigrationRequest req;
+  req.set_vm_name("phased");
+  v1::Migration m;
+  // At PENDING the process may stop before it answers: the id is looked up
+  // after the restart instead.
+  (void)api().CreateMigration(Ctx(absl::Seconds(3)).get(), req, &m);
+  ASSERT_TRUE(controller_->WaitStopped(absl::Seconds(30)))
+      << "the controller never paused before " << phase << "\n" << controller_->Log();
+  controller_->Kill();
+
+  controller_ = std::make_unique<Controller>(data_dir_, "restarted", address);
+  s = controller_->WaitReady();
+  ASSERT_TRUE(s.ok()) << s;
+  v1::ListMigrationsRequest lreq;
+  lreq.set_vm_name("phased");
+  v1::ListMigrationsResponse list;
+  ASSERT_TRUE(api().ListMigrations(Ctx().get(), lreq, &list).ok());
+  ASSERT_EQ(list.migrations_size(), 1);
+  const v1::Migration& before = list.migrations(0);
+  // The record is where the pause said: the phase was committed first.
+  EXPECT_EQ(v1::MigrationPhase_Name(before.phase()), "MIGRATION_PHASE_" + phase)
+      << before.ShortDebugString();
+
+  v1::Migration done = Watch(before.id(), absl::Seconds(120));
+  ASSERT_TRUE(done.phase() == v1::MIGRATION_PHASE_SUCCEEDED ||
+              done.phase() == v1::MIGRATION_PHASE_FAILED)
+      << done.ShortDebugString() << "\n" << controller_->Log();
+  // A commit decision made before the kill must be honoured.
+  if (phase == "CONFIRMING") {
+    EXPECT_EQ(done.phase(), v1::MIGRATION_PHASE_SUCCEEDED);
+  }
+  // Exactly one copy of the VM on all agents (a rolled-back destination or
+  // a confirmed source drops its copy shortly after), running where the
+  // store says.
+  const absl::Time end = absl::Now() + absl::Seconds(15);
+  while (absl::Now() < end && AllCopies("phased").size() != 1) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(AllCopies("phased").size(), 1u) << done.ShortDebugString();
+  const std::vector<std::string> copies = RunningCopies("phased");
+  ASSERT_EQ(copies.size(), 1u) << done.ShortDebugString();
+  EXPECT_EQ(copies[0], done.result().vm_host());
+  const v1::Vm after = GetVm("phased");
+  EXPECT_EQ(after.status().host(), copies[0]);
+  EXPECT_TRUE(after.status().migration_id().empty());
+  if (done.phase() == v1::MIGRATION_PHASE_FAILED) {
+    EXPECT_EQ(copies[0], source);
+  }
+  std::cerr << "killed at " << phase << ", after restart: "
+            << v1::MigrationPhase_Name(done.phase()) << " on " << copies[0] << " — "
+            << done.result().message() << "\n";
+}
+
+TEST_F(ControllerProcessTest, KillNineAtPendingThenRestart) {
+  KillAtPhaseAndRestart("PENDING");
+}
+TEST_F(ControllerProcessTest, KillNineAtPreparingThenRestart) {
+  KillAtPhaseAndRestart("PREPARING");
+}
+TEST_F(ControllerProcessTest, KillNineAtFinishingThenRestart) {
+  KillAtPhaseAndRestart("FINISHING");
+}
+TEST_F(ControllerProcessTest, KillNineAtConfirmingThenRestart) {
+  KillAtPhaseAndRestart("CONFIRMING");
+}
+
+// Value of "key":"..." (or a bare scalar) in a flat reading of a JSON body.
+std::string JsonString(const std::string& body, const std::string& key) {
+  const std::string needle = absl::StrCat("\"", key, "\":");
+  size_t at = body.find(needle);
+  if (at == std::string::npos) return "";
+  at += needle.size();
+  if (at < body.size() && body[at] == '"') {
+    const size_t end = body.find('"', at + 1);
+    return end == std::string::npos ? "" : body.substr(at + 1, end - at - 1);
+  }
+  const size_t end = body.find_first_of(",}", at);
+  return body.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+// The REST gateway of the real daemon: migrate with POST /v1/migrations and
+// follow it over :watch (NDJSON) and GET; bad input gets the documented
+// HTTP codes and JSON errors and changes nothing.
+TEST_F(ControllerProcessTest, RestMigrateAndBadInput) {
+  using rest::testing::TestHttpClient;
+  using rest::testing::TestResponse;
+  v1::Vm vm = CreateVm(Spec("rest-1"));
+  ASSERT_EQ(vm.status().phase(), v1::VM_PHASE_RUNNING);
+  const std::string source = vm.status().host();
+  auto http = TestHttpClient::Connect(controller_->rest_address());
+  ASSERT_TRUE(http.ok()) << http.status();
+  auto call = [&](const std::string& method, const std::string& target,
+                  const std::string& body) {
+    absl::StatusOr<TestResponse> r = (*http)->Call(method, target, body);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : TestResponse{};
+  };
+
+  // Bad input first: nothing may be created by it.
+  TestResponse r = call("POST", "/v1/migrations", "{\"vmName\": \"rest-1\",");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(JsonString(r.body, "status"), "INVALID_ARGUMENT") << r.body;
+  EXPECT_NE(r.Header("content-type").find("application/json"), std::string::npos);
+  r = call("POST", "/v1/migrations", "{\"vmName\":\"no-such-vm\"}");
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_EQ(JsonString(r.body, "status"), "NOT_FOUND") << r.body;
+  r = call("POST", "/v1/migrations", "{\"vmName\":\"rest-1\",\"noSuchField\":1}");
+  EXPECT_EQ(r.status, 400) << r.body;
+
+  // A slow data plane so the migration is still running for the refusal.
+  r = call("POST", "/v1/migrations",
+           "{\"vmName\":\"rest-1\",\"policy\":{\"maxBandwidthBytesPerS\":\"8388608\","
+           "\"compression\":\"COMPRESSION_NONE\"}}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string id = JsonString(r.body, "id");
+  ASSERT_FALSE(id.empty()) << r.body;
+  // Already migrating: FAILED_PRECONDITION, which REST maps to 400.
+  r = call("POST", "/v1/migrations", "{\"vmName\":\"rest-1\"}");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(JsonString(r.body, "status"), "FAILED_PRECONDITION") << r.body;
+  EXPECT_NE(JsonString(r.body, "message").find("rest-1"), std::string::npos) << r.body;
+
+  // Follow it to the end on the NDJSON stream (a second connection).
+  auto watch = TestHttpClient::Connect(controller_->rest_address());
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_TRUE((*watch)->Send("GET", absl::StrCat("/v1/migrations/", id, ":watch")).ok());
+  absl::StatusOr<TestResponse> head = (*watch)->ReadHead(absl::Seconds(10));
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(head->status, 200);
+  EXPECT_NE(head->Header("content-type").find("application/x-ndjson"), std::string::npos);
+  std::string last_phase;
+  int lines = 0;
+  for (;;) {
+    absl::StatusOr<std::string> chunk = (*watch)->ReadChunk(absl::Seconds(90));
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    if (chunk->empty()) break;
+    ++lines;
+    EXPECT_EQ(chunk->back(), '\n');
+    last_phase = JsonString(*chunk, "phase");
+  }
+  EXPECT_GT(lines, 1);
+  EXPECT_EQ(last_phase, "MIGRATION_PHASE_SUCCEEDED");
+
+  r = call("GET", absl::StrCat("/v1/migrations/", id), "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(JsonString(r.body, "phase"), "MIGRATION_PHASE_SUCCEEDED") << r.body;
+  const std::string target = JsonString(r.body, "targetHost");
+  EXPECT_NE(target, source);
+  r = call("GET", "/v1/migrations/no-such-migration", "");
+  EXPECT_EQ(r.status, 404) << r.body;
+
+  // Nothing else changed: one migration, one copy, where the store says.
+  v1::ListMigrationsRequest lreq;
+  lreq.set_vm_name("rest-1");
+  v1::ListMigrationsResponse list;
+  ASSERT_TRUE(api().ListMigrations(Ctx().get(), lreq, &list).ok());
+  EXPECT_EQ(list.migrations_size(), 1);
+  EXPECT_EQ(RunningCopies("rest-1"), std::vector<std::string>{target});
+  EXPECT_EQ(GetVm("rest-1").status().host(), target);
+  v1::ListVmsResponse vms;
+  ASSERT_TRUE(api().ListVms(Ctx().get(), {}, &vms).ok());
+  EXPECT_EQ(vms.vms_size(), 1);
+}
+
+// An agent whose data dir stops taking writes (here: moved away under it)
+// reports unhealthy in its heartbeats: the controller shows the host
+// NOT_READY with the reason and places nothing there; once the dir is back
+// the host is READY again.
+TEST_F(ControllerProcessTest, UnhealthyAgentGoesNotReadyAndGetsNothing) {
+  const std::string sick = names_[2];
+  const std::string dir = absl::StrCat(TmpDir(), "/agent-", sick);
+  const std::string moved = dir + ".moved";
+  ASSERT_EQ(rename(dir.c_str(), moved.c_str()), 0) << std::strerror(errno);
+  const absl::Time end = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < end &&
+         GetHost(sick).readiness() != v1::HOST_READINESS_NOT_READY) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  v1::Host h = GetHost(sick);
+  EXPECT_EQ(h.readiness(), v1::HOST_READINESS_NOT_READY) << h.ShortDebugString();
+  v1::ListEventsRequest ereq;
+  ereq.set_object_name(sick);
+  v1::ListEventsResponse events;
+  ASSERT_TRUE(api().ListEvents(Ctx().get(), ereq, &events).ok());
+  bool reason_shown = false;
+  for (const v1::Event& e : events.events()) {
+    reason_shown |= e.reason() == "HostNotReady" &&
+                    e.message().find("not writable") != std::string::npos;
+  }
+  EXPECT_TRUE(reason_shown) << "the agent's reason reaches the controller's events";
+
+  v1::CreateVmRequest pinned;
+  *pinned.mutable_spec() = Spec("nope");
+  pinned.set_host(sick);
+  v1::Vm vm;
+  EXPECT_EQ(api().CreateVm(Ctx().get(), pinned, &vm).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  for (int i = 0; i < 4; ++i) {
+    v1::Vm v = CreateVm(Spec(absl::StrCat("healthy-", i)));
+    EXPECT_NE(v.status().host(), sick);
+  }
+  EXPECT_TRUE(AllCopies("nope").empty());
+  v1::CreateMigrationRequest to_sick;
+  to_sick.set_vm_name("healthy-0");
+  to_sick.set_target_host(sick);
+  v1::Migration m;
+  EXPECT_EQ(api().CreateMigration(Ctx().get(), to_sick, &m).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  ASSERT_EQ(rename(moved.c_str(), dir.c_str()), 0) << std::strerror(errno);
+  EXPECT_TRUE(WaitHosts(3, absl::Seconds(10))) << GetHost(sick).ShortDebugString();
+}
+
 int RunController(std::vector<std::string> args) {
   args.insert(args.begin(), ControllerBinary());
   std::vector<char*> argv;
@@ -645,6 +928,8 @@ TEST(ControllerFlagsTest, BadFlagsExitTwo) {
            {"--heartbeat_interval=0s"},
            {"--listen=nonsense"},
            {"--max_parallel_migrations=-3"},
+           {"--test_pause_before_phase=TRANSFERRING"},
+           {"--test_pause_before_phase=soon"},
            {"--data_dir="}}) {
     std::vector<std::string> a = args;
     if (args[0].rfind("--data_dir", 0) != 0) a.push_back("--data_dir=" + dir);

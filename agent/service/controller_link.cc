@@ -1,7 +1,12 @@
 #include "agent/service/controller_link.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
@@ -30,7 +35,37 @@ bool Terminal(v1::MigrationPhase p) {
          p == v1::MIGRATION_PHASE_CANCELLED;
 }
 
+std::string Errno() { return std::strerror(errno); }
+
 }  // namespace
+
+absl::Status ProbeDirWritable(const std::string& dir) {
+  const std::string path = absl::StrCat(dir, "/.health-probe");
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data dir ", dir, " is not writable: ", Errno()));
+  }
+  const char byte = 'h';
+  absl::Status result = absl::OkStatus();
+  if (write(fd, &byte, 1) != 1 || fsync(fd) != 0) {
+    result = absl::FailedPreconditionError(
+        absl::StrCat("data dir ", dir, " does not take writes: ", Errno()));
+  }
+  close(fd);
+  unlink(path.c_str());
+  return result;
+}
+
+absl::Status ProbeDevice(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open ", path, " read-write: ", Errno()));
+  }
+  close(fd);
+  return absl::OkStatus();
+}
 
 ControllerLink::ControllerLink(ControllerLinkOptions options)
     : options_(std::move(options)), interval_(options_.default_interval) {
@@ -109,9 +144,10 @@ absl::Status ControllerLink::Heartbeat() {
   grpc::Status s =
       agent_->GetHostInfo(Ctx(options_.rpc_timeout).get(), v1::GetHostInfoRequest(), &info);
   if (!s.ok()) return FromGrpc(s, "GetHostInfo on this agent");
-  // The agent has no health verdict of its own beyond answering: it serves,
-  // so it is healthy.
-  req.set_healthy(true);
+  absl::Status health =
+      options_.health_check ? options_.health_check() : absl::OkStatus();
+  req.set_healthy(health.ok());
+  if (!health.ok()) req.set_unhealthy_reason(std::string(health.message()));
   *req.mutable_allocated() = info.allocated();
   v1::AgentListVmsResponse vms;
   s = agent_->ListVms(Ctx(options_.rpc_timeout).get(), v1::AgentListVmsRequest(), &vms);

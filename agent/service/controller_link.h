@@ -13,10 +13,16 @@
 // max_backoff). A heartbeat refused with FAILED_PRECONDITION or NOT_FOUND
 // (the controller lost or replaced the registration, e.g. after its data
 // was reset) makes the link register again at once.
+//
+// Health: every heartbeat runs `health_check` (if set) and reports
+// healthy=false with its message as unhealthy_reason when it fails; the
+// controller then shows the host NOT_READY and places nothing there. The
+// agent wires cheap probes (ProbeDirWritable, ProbeDevice) into it.
 #ifndef FERRY_AGENT_SERVICE_CONTROLLER_LINK_H_
 #define FERRY_AGENT_SERVICE_CONTROLLER_LINK_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -40,7 +46,17 @@ struct ControllerLinkOptions {
   absl::Duration default_interval = absl::Seconds(2);
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(10);
+  // Run before each heartbeat (on the link's thread; keep it to a few
+  // syscalls). Non-OK = unhealthy, the message is the reason. Empty = the
+  // agent counts as healthy whenever it answers.
+  std::function<absl::Status()> health_check;
 };
+
+// OK if a small synced write to `dir` works: a probe file is created,
+// written, fsynced and removed. The error names the dir and errno's text.
+absl::Status ProbeDirWritable(const std::string& dir);
+// OK if the device (e.g. /dev/kvm) opens read-write.
+absl::Status ProbeDevice(const std::string& path);
 
 class ControllerLink {
  public:

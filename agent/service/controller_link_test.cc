@@ -161,6 +161,46 @@ TEST_F(ControllerLinkTest, RetriesWhileTheControllerRefuses) {
   EXPECT_EQ(link.registrations(), 1);
 }
 
+TEST_F(ControllerLinkTest, HeartbeatCarriesTheHealthCheckVerdict) {
+  absl::Mutex mu;
+  absl::Status health = absl::FailedPreconditionError("data dir /x is not writable");
+  ControllerLinkOptions o = Options();
+  o.health_check = [&] {
+    absl::MutexLock l(&mu);
+    return health;
+  };
+  ControllerLink link(o);
+  link.Start();
+  ASSERT_TRUE(WaitFor([&] { return link.heartbeats_ok() >= 2; }));
+  {
+    absl::MutexLock l(&controller_.mu);
+    EXPECT_FALSE(controller_.heartbeats.back().healthy());
+    EXPECT_EQ(controller_.heartbeats.back().unhealthy_reason(),
+              "data dir /x is not writable");
+  }
+  {
+    absl::MutexLock l(&mu);
+    health = absl::OkStatus();
+  }
+  const int64_t seen = link.heartbeats_ok();
+  ASSERT_TRUE(WaitFor([&] { return link.heartbeats_ok() >= seen + 2; }));
+  link.Stop();
+  absl::MutexLock l(&controller_.mu);
+  EXPECT_TRUE(controller_.heartbeats.back().healthy());
+  EXPECT_TRUE(controller_.heartbeats.back().unhealthy_reason().empty());
+}
+
+TEST(HealthProbeTest, DirAndDevice) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = tmp ? tmp : "/tmp";
+  EXPECT_TRUE(ProbeDirWritable(dir).ok());
+  absl::Status gone = ProbeDirWritable(dir + "/no-such-dir");
+  EXPECT_EQ(gone.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(gone.message().find("no-such-dir"), std::string::npos) << gone;
+  EXPECT_TRUE(ProbeDevice("/dev/null").ok());
+  EXPECT_FALSE(ProbeDevice(dir + "/no-such-device").ok());
+}
+
 TEST(ControllerLinkDownTest, UnreachableControllerNeverBlocksStop) {
   ControllerLinkOptions o;
   o.controller = "127.0.0.1:1";  // nothing listens on port 1

@@ -8,7 +8,11 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "controller/orchestrator/proto_time.h"
 #include "controller/scheduler/drain.h"
 #include "controller/scheduler/ledger.h"
@@ -78,29 +82,105 @@ ControllerServiceImpl::ControllerServiceImpl(Store* store, HostRegistry* hosts,
                                              ControllerServiceOptions options)
     : store_(store), hosts_(hosts), orchestrator_(orchestrator), options_(options) {}
 
-std::string ControllerServiceImpl::LookupRequest(const std::string& kind,
-                                                 const std::string& request_id) {
-  if (request_id.empty()) return "";
-  absl::MutexLock lock(&requests_mu_);
+namespace {
+
+// Stable across processes (absl::Hash is seeded per process): FNV-1a 64 of
+// the deterministic serialization of the request without its request_id.
+template <typename Request>
+std::string RequestFingerprint(const Request& request) {
+  Request copy = request;
+  copy.clear_request_id();
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream raw(&bytes);
+    google::protobuf::io::CodedOutputStream out(&raw);
+    out.SetSerializationDeterministic(true);
+    copy.SerializeToCodedStream(&out);
+  }
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return absl::StrFormat("%016x", h);
+}
+
+std::string RequestAuxKey(const std::string& kind, const std::string& request_id) {
+  return absl::StrCat("request/", kind, "/", request_id);
+}
+
+// Value: "<expiry unix seconds> <fingerprint> <result key>".
+struct RequestRecord {
+  int64_t expire_unix = 0;
+  std::string fingerprint;
+  std::string key;
+};
+
+bool ParseRequestRecord(const std::string& value, RequestRecord* out) {
+  std::vector<std::string> parts = absl::StrSplit(value, absl::MaxSplits(' ', 2));
+  return parts.size() == 3 && absl::SimpleAtoi(parts[0], &out->expire_unix) &&
+         (out->fingerprint = parts[1], out->key = parts[2], !out->key.empty());
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ControllerServiceImpl::LookupRequest(
+    const std::string& kind, const std::string& request_id,
+    const std::string& fingerprint) {
+  if (request_id.empty()) return std::string();
+  if (request_id.size() > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id is ", request_id.size(), " bytes; at most 256"));
+  }
   const absl::Time now = absl::Now();
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    if (it->second.expire < now) {
-      requests_.erase(it++);
-    } else {
-      ++it;
+  bool prune = false;
+  {
+    absl::MutexLock lock(&requests_mu_);
+    if (now - last_request_prune_ > absl::Minutes(1)) {
+      last_request_prune_ = now;
+      prune = true;
     }
   }
-  auto it = requests_.find(absl::StrCat(kind, "/", request_id));
-  return it == requests_.end() ? "" : it->second.key;
+  if (prune) {
+    absl::StatusOr<std::vector<std::pair<std::string, std::string>>> all =
+        store_->ListAux("request/");
+    if (all.ok()) {
+      for (const auto& [key, value] : *all) {
+        RequestRecord r;
+        // Unparsable records are dropped too: they can never match.
+        if (!ParseRequestRecord(value, &r) || absl::FromUnixSeconds(r.expire_unix) < now) {
+          (void)store_->DeleteAux(key);
+        }
+      }
+    }
+  }
+  absl::StatusOr<std::string> value = store_->GetAux(RequestAuxKey(kind, request_id));
+  if (absl::IsNotFound(value.status())) return std::string();
+  if (!value.ok()) return value.status();
+  RequestRecord r;
+  if (!ParseRequestRecord(*value, &r) || absl::FromUnixSeconds(r.expire_unix) < now) {
+    return std::string();  // expired: a new request
+  }
+  if (r.fingerprint != fingerprint) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request_id '", request_id, "' was already used for a different ", kind,
+        " request (its result: ", r.key,
+        "); a retry must repeat the request exactly, a new request needs a new "
+        "request_id"));
+  }
+  return r.key;
 }
 
 void ControllerServiceImpl::RememberRequest(const std::string& kind,
                                             const std::string& request_id,
+                                            const std::string& fingerprint,
                                             const std::string& key) {
   if (request_id.empty()) return;
-  absl::MutexLock lock(&requests_mu_);
-  requests_[absl::StrCat(kind, "/", request_id)] =
-      Seen{key, absl::Now() + options_.request_id_ttl};
+  const int64_t expire = absl::ToUnixSeconds(absl::Now() + options_.request_id_ttl);
+  // Best effort: the create itself is committed; failing to record the id
+  // only makes a later retry behave as without one.
+  (void)store_->PutAux(RequestAuxKey(kind, request_id),
+                       absl::StrCat(expire, " ", fingerprint, " ", key));
 }
 
 // ---------------------------------------------------------------------------
@@ -305,7 +385,10 @@ grpc::Status ControllerServiceImpl::DrainHost(grpc::ServerContext* ctx,
     absl::StatusOr<v1::Host> c = hosts_->Cordon(req->name(), "drain");
     if (!c.ok()) return ToGrpc(c.status());
   }
-  orchestrator_->SetDrainParallelism(req->name(), req->max_parallel());
+  if (absl::Status s = orchestrator_->SetDrainParallelism(req->name(), req->max_parallel());
+      !s.ok()) {
+    return ToGrpc(s);
+  }
 
   // vm -> migration id being tracked; outcomes already final.
   std::map<std::string, std::string> tracking;
@@ -408,8 +491,11 @@ grpc::Status ControllerServiceImpl::DrainHost(grpc::ServerContext* ctx,
 
 grpc::Status ControllerServiceImpl::CreateVm(grpc::ServerContext*,
                                              const v1::CreateVmRequest* req, v1::Vm* resp) {
-  if (const std::string key = LookupRequest("vm", req->request_id()); !key.empty()) {
-    absl::StatusOr<v1::Vm> vm = store_->Get<v1::Vm>(key);
+  const std::string fingerprint = RequestFingerprint(*req);
+  absl::StatusOr<std::string> seen = LookupRequest("vm", req->request_id(), fingerprint);
+  if (!seen.ok()) return ToGrpc(seen.status());
+  if (!seen->empty()) {
+    absl::StatusOr<v1::Vm> vm = store_->Get<v1::Vm>(*seen);
     if (vm.ok()) {
       *resp = *std::move(vm);
       return grpc::Status::OK;
@@ -417,7 +503,7 @@ grpc::Status ControllerServiceImpl::CreateVm(grpc::ServerContext*,
   }
   absl::StatusOr<v1::Vm> vm = DoCreateVm(*req);
   if (!vm.ok()) return ToGrpc(vm.status());
-  RememberRequest("vm", req->request_id(), vm->spec().name());
+  RememberRequest("vm", req->request_id(), fingerprint, vm->spec().name());
   *resp = *std::move(vm);
   return grpc::Status::OK;
 }
@@ -483,6 +569,7 @@ absl::StatusOr<v1::Vm> ControllerServiceImpl::DoCreateVm(const v1::CreateVmReque
   grpc::Status s =
       AgentStub(address)->CreateVm(Ctx(options_.agent_timeout).get(), areq, &created);
   if (s.ok()) {
+    const std::string uid = vm.uid();
     for (int attempt = 0; attempt < 10; ++attempt) {
       v1::Vm updated = vm;
       *updated.mutable_status() = created.status();
@@ -491,8 +578,20 @@ absl::StatusOr<v1::Vm> ControllerServiceImpl::DoCreateVm(const v1::CreateVmReque
       v1::Event e = VmEvent(spec.name(), v1::EVENT_SEVERITY_INFO, "VmCreated",
                             absl::StrCat("running on ", vm.status().host()));
       absl::StatusOr<v1::Vm> r = store_->Update(updated, &e);
-      if (r.ok() || r.status().code() != absl::StatusCode::kAborted) return r;
-      ASSIGN_OR_RETURN(vm, store_->Get<v1::Vm>(spec.name()));
+      if (r.ok()) return r;
+      if (r.status().code() != absl::StatusCode::kAborted &&
+          !absl::IsNotFound(r.status())) {
+        return r;
+      }
+      absl::StatusOr<v1::Vm> cur = store_->Get<v1::Vm>(spec.name());
+      if (absl::IsNotFound(cur.status()) || (cur.ok() && cur->uid() != uid)) {
+        // A DeleteVm ran while the agent was creating (it found nothing to
+        // delete there yet, then dropped the record): what the agent just
+        // started would run with no record. Remove it.
+        return RemoveOrphan(spec.name(), uid, vm.status().host(), address);
+      }
+      RETURN_IF_ERROR(cur.status());
+      vm = *std::move(cur);
     }
     return absl::AbortedError("vm record kept changing; GetVm shows it");
   }
@@ -515,6 +614,43 @@ absl::StatusOr<v1::Vm> ControllerServiceImpl::DoCreateVm(const v1::CreateVmReque
                         failed.status().message());
   (void)store_->Update(failed, &e);
   return absl::UnavailableError(failed.status().message());
+}
+
+absl::Status ControllerServiceImpl::RemoveOrphan(const std::string& name,
+                                                const std::string& uid,
+                                                const std::string& host,
+                                                const std::string& address) {
+  auto stub = AgentStub(address);
+  // Only our incarnation: a re-created VM of the same name is left alone.
+  v1::AgentGetVmRequest greq;
+  greq.set_name(name);
+  v1::Vm there;
+  grpc::Status gs = stub->GetVm(Ctx(options_.agent_timeout).get(), greq, &there);
+  grpc::Status ds = gs;
+  if (gs.ok() && there.uid() == uid) {
+    v1::AgentDeleteVmRequest dreq;
+    dreq.set_name(name);
+    dreq.set_force(true);
+    v1::AgentDeleteVmResponse dresp;
+    ds = stub->DeleteVm(Ctx(options_.agent_timeout).get(), dreq, &dresp);
+  }
+  const bool removed =
+      (gs.ok() && there.uid() != uid) || gs.error_code() == grpc::StatusCode::NOT_FOUND ||
+      ds.ok() || ds.error_code() == grpc::StatusCode::NOT_FOUND;
+  v1::Event e = VmEvent(
+      name, removed ? v1::EVENT_SEVERITY_INFO : v1::EVENT_SEVERITY_WARNING,
+      removed ? "VmCreateAbandoned" : "VmOrphaned",
+      removed ? absl::StrCat("deleted while being created; the copy started on ", host,
+                             " was removed")
+              : absl::StrCat("deleted while being created; removing the copy started on ",
+                             host, " failed (", ds.error_message(),
+                             "): delete it on the agent"));
+  WriteTxn txn;
+  txn.AppendEvent(e);
+  (void)store_->Commit(txn);
+  return absl::AbortedError(absl::StrCat("vm '", name, "' was deleted while it was being created; ",
+                                         removed ? "the copy the agent had started was removed"
+                                                 : e.message()));
 }
 
 grpc::Status ControllerServiceImpl::GetVm(grpc::ServerContext*,
@@ -598,7 +734,24 @@ absl::Status ControllerServiceImpl::DoDeleteVm(const v1::DeleteVmRequest& req) {
   }
   v1::Event e = VmEvent(req.name(), v1::EVENT_SEVERITY_INFO, "VmDeleted",
                         absl::StrCat("deleted from ", vm->status().host()));
-  return store_->Delete<v1::Vm>(req.name(), vm->resource_version(), &e);
+  for (int attempt = 0;; ++attempt) {
+    absl::Status d = store_->Delete<v1::Vm>(req.name(), vm->resource_version(), &e);
+    if (!absl::IsAborted(d) || attempt >= 10) return d;
+    // The record changed after the agent deleted the VM, typically a
+    // heartbeat refreshing its status. The copy is gone, so the record of
+    // that same incarnation on that host must go too (keeping it would
+    // name a VM that no longer runs); anything else changed is refused.
+    absl::StatusOr<v1::Vm> cur = store_->Get<v1::Vm>(req.name());
+    if (absl::IsNotFound(cur.status())) return absl::OkStatus();
+    RETURN_IF_ERROR(cur.status());
+    if (cur->uid() != vm->uid() || cur->status().host() != vm->status().host() ||
+        cur->status().migration_id() != vm->status().migration_id()) {
+      return absl::AbortedError(absl::StrCat(
+          "vm '", req.name(), "' changed while it was being deleted (now on ",
+          cur->status().host(), "); read it again and retry"));
+    }
+    vm = *std::move(cur);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -608,9 +761,12 @@ absl::Status ControllerServiceImpl::DoDeleteVm(const v1::DeleteVmRequest& req) {
 grpc::Status ControllerServiceImpl::CreateMigration(grpc::ServerContext*,
                                                     const v1::CreateMigrationRequest* req,
                                                     v1::Migration* resp) {
-  if (const std::string key = LookupRequest("migration", req->request_id());
-      !key.empty()) {
-    absl::StatusOr<v1::Migration> m = store_->Get<v1::Migration>(key);
+  const std::string fingerprint = RequestFingerprint(*req);
+  absl::StatusOr<std::string> seen =
+      LookupRequest("migration", req->request_id(), fingerprint);
+  if (!seen.ok()) return ToGrpc(seen.status());
+  if (!seen->empty()) {
+    absl::StatusOr<v1::Migration> m = store_->Get<v1::Migration>(*seen);
     if (m.ok()) {
       *resp = *std::move(m);
       return grpc::Status::OK;
@@ -618,7 +774,7 @@ grpc::Status ControllerServiceImpl::CreateMigration(grpc::ServerContext*,
   }
   absl::StatusOr<v1::Migration> m = orchestrator_->CreateMigration(*req);
   if (!m.ok()) return ToGrpc(m.status());
-  RememberRequest("migration", req->request_id(), m->id());
+  RememberRequest("migration", req->request_id(), fingerprint, m->id());
   *resp = *std::move(m);
   return grpc::Status::OK;
 }

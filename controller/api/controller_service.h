@@ -13,10 +13,16 @@
 // leaves it FAILED with the reason, and the host's next heartbeat puts it
 // right if the VM does run (heartbeats reconcile VM phases).
 //
-// request_id (CreateVm, CreateMigration): remembered in memory for 24 h;
-// a retry returns the current record of the first call's result. Not kept
-// across controller restarts (a retried CreateVm then gets ALREADY_EXISTS
-// for the name, which a client can treat as success after GetVm).
+// request_id (CreateVm, CreateMigration): persisted in the store (aux
+// records "request/<kind>/<request_id>": a fingerprint of the request
+// without its request_id, the result's name/id, the expiry) for 24 h, so a
+// retry, also after a controller restart, returns the current record of the
+// first call's result. The same request_id with a DIFFERENT request is
+// INVALID_ARGUMENT (the client reused an id; retrying cannot help).
+// Expired records are ignored and pruned (at most once a minute, on use).
+// The record is written right after the create commits: a crash between
+// the two forgets the id (a retried CreateVm then gets ALREADY_EXISTS for
+// the name; a retried CreateMigration FAILED_PRECONDITION, VM migrating).
 //
 // Streams (DrainHost, WatchMigration) use the synchronous server API: each
 // holds one server thread while open, and polls the store on every commit
@@ -99,20 +105,24 @@ class ControllerServiceImpl final : public v1::ControllerService::Service {
   // it has been missing, unchanged, for 3 heartbeat intervals — the delay
   // keeps a heartbeat that raced with a migration's handoff from counting.
   void ReconcileVms(const v1::HeartbeatRequest& req);
-  // The key a request_id produced, if seen within the TTL.
-  std::string LookupRequest(const std::string& kind, const std::string& request_id);
+  // CreateVm lost a race with DeleteVm (the record is gone or another
+  // incarnation's): deletes the copy `uid` the agent at `address` just
+  // started, records an event; always ABORTED, saying what happened.
+  absl::Status RemoveOrphan(const std::string& name, const std::string& uid,
+                            const std::string& host, const std::string& address);
+  // The key a request_id produced, if seen within the TTL ("" if not);
+  // INVALID_ARGUMENT if it was seen with another request (`fingerprint`).
+  absl::StatusOr<std::string> LookupRequest(const std::string& kind,
+                                            const std::string& request_id,
+                                            const std::string& fingerprint);
   void RememberRequest(const std::string& kind, const std::string& request_id,
-                       const std::string& key);
+                       const std::string& fingerprint, const std::string& key);
 
   Store* const store_;
   HostRegistry* const hosts_;
   Orchestrator* const orchestrator_;
   const ControllerServiceOptions options_;
 
-  struct Seen {
-    std::string key;
-    absl::Time expire;
-  };
   struct Missing {
     uint64_t resource_version = 0;
     absl::Time since;
@@ -136,7 +146,7 @@ class ControllerServiceImpl final : public v1::ControllerService::Service {
   absl::Mutex missing_mu_;
   absl::flat_hash_map<std::string, Missing> missing_ ABSL_GUARDED_BY(missing_mu_);
   absl::Mutex requests_mu_;
-  absl::flat_hash_map<std::string, Seen> requests_ ABSL_GUARDED_BY(requests_mu_);
+  absl::Time last_request_prune_ ABSL_GUARDED_BY(requests_mu_) = absl::InfinitePast();
 };
 
 // DNS label: [a-z0-9-], 1..63, starting and ending alphanumeric.

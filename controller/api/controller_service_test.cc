@@ -33,7 +33,33 @@ std::unique_ptr<grpc::ClientContext> Ctx() {
 class ControllerServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = Store::Open(TempDir());
+    dir_ = TempDir();
+    Boot();
+    if (HasFatalFailure() || IsSkipped()) return;
+    a_ = std::make_unique<FakeAgent>("a");
+    b_ = std::make_unique<FakeAgent>("b");
+    a_->peer = b_.get();
+    b_->peer = a_.get();
+    Register(*a_, "i-a");
+    Register(*b_, "i-b");
+  }
+  // A controller restart: everything torn down, the store reopened from
+  // disk, the agents registering again.
+  void Restart() {
+    TearDown();
+    stub_.reset();
+    server_.reset();
+    service_.reset();
+    hosts_.reset();
+    orch_.reset();
+    store_.reset();
+    Boot();
+    if (HasFatalFailure() || IsSkipped()) return;
+    Register(*a_, "i-a");
+    Register(*b_, "i-b");
+  }
+  void Boot() {
+    auto store = Store::Open(dir_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     OrchestratorOptions o;
@@ -56,12 +82,6 @@ class ControllerServiceTest : public ::testing::Test {
     stub_ = v1::ControllerService::NewStub(grpc::CreateChannel(
         absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
     ASSERT_TRUE(orch_->Start().ok());
-    a_ = std::make_unique<FakeAgent>("a");
-    b_ = std::make_unique<FakeAgent>("b");
-    a_->peer = b_.get();
-    b_->peer = a_.get();
-    Register(*a_, "i-a");
-    Register(*b_, "i-b");
   }
   void TearDown() override {
     if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now()));
@@ -91,6 +111,7 @@ class ControllerServiceTest : public ::testing::Test {
     return vm;
   }
 
+  std::string dir_;
   absl::Time now_ = absl::Now();
   std::unique_ptr<Store> store_;
   std::unique_ptr<Orchestrator> orch_;
@@ -125,6 +146,127 @@ TEST_F(ControllerServiceTest, CreateVmPersistsPhaseAndPlacement) {
   ASSERT_TRUE(stub_->CreateVm(Ctx().get(), req, &first).ok());
   ASSERT_TRUE(stub_->CreateVm(Ctx().get(), req, &second).ok());
   EXPECT_EQ(first.uid(), second.uid());
+}
+
+// request_id is persisted: a retry after a controller restart returns the
+// first result; the same id with another request is INVALID_ARGUMENT and
+// creates nothing; an expired record is ignored.
+TEST_F(ControllerServiceTest, RequestIdSurvivesRestartAndRejectsAnotherRequest) {
+  v1::CreateVmRequest req;
+  req.mutable_spec()->set_name("idem");
+  req.mutable_spec()->set_memory_bytes(64 << 20);
+  req.mutable_spec()->set_vcpu_count(1);
+  req.mutable_spec()->set_backend(v1::VM_BACKEND_SOFT);
+  (*req.mutable_spec()->mutable_labels())["tier"] = "web";
+  (*req.mutable_spec()->mutable_labels())["app"] = "shop";
+  req.set_request_id("vm-req-1");
+  v1::Vm first;
+  ASSERT_TRUE(stub_->CreateVm(Ctx().get(), req, &first).ok());
+  CreateVm("other");
+  v1::CreateMigrationRequest mreq;
+  mreq.set_vm_name("idem");
+  mreq.set_request_id("mig-req-1");
+  v1::Migration m1;
+  ASSERT_TRUE(stub_->CreateMigration(Ctx().get(), mreq, &m1).ok());
+
+  Restart();
+  ASSERT_FALSE(HasFatalFailure());
+  v1::Vm again;
+  grpc::Status s = stub_->CreateVm(Ctx().get(), req, &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.uid(), first.uid()) << "the retry returns the first VM";
+  v1::Migration m2;
+  s = stub_->CreateMigration(Ctx().get(), mreq, &m2);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(m2.id(), m1.id()) << "the retry returns the first migration";
+
+  // Same id, another request: refused, nothing created.
+  v1::CreateVmRequest different = req;
+  different.mutable_spec()->set_name("idem-2");
+  v1::Vm vm;
+  s = stub_->CreateVm(Ctx().get(), different, &vm);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("vm-req-1"), std::string::npos) << s.error_message();
+  EXPECT_TRUE(absl::IsNotFound(store_->Get<v1::Vm>("idem-2").status()));
+  v1::CreateMigrationRequest other_mig;
+  other_mig.set_vm_name("other");
+  other_mig.set_request_id("mig-req-1");
+  v1::Migration m3;
+  EXPECT_EQ(stub_->CreateMigration(Ctx().get(), other_mig, &m3).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(store_->Get<v1::Vm>("other")->status().migration_id().empty());
+
+  // An expired record is ignored (and pruned): the id is free again.
+  ASSERT_TRUE(store_->PutAux("request/vm/vm-req-old", "1000 0000000000000000 gone").ok());
+  v1::CreateVmRequest reuse = different;
+  reuse.set_request_id("vm-req-old");
+  s = stub_->CreateVm(Ctx().get(), reuse, &vm);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(vm.spec().name(), "idem-2");
+}
+
+// DeleteVm lands while the agent is still creating the VM (the fake agent
+// runs it from inside its CreateVm, before it creates anything): the
+// delete finds nothing on the agent and drops the record; the create must
+// then remove the copy the agent started instead of leaving it orphaned.
+TEST_F(ControllerServiceTest, DeleteRacingCreateLeavesNoOrphan) {
+  grpc::Status delete_status;
+  bool fired = false;
+  a_->on_call = [&](const std::string& call) {
+    if (call != "CreateVm" || fired) return;
+    fired = true;
+    v1::DeleteVmRequest dreq;
+    dreq.set_name("racy");
+    v1::DeleteVmResponse dresp;
+    delete_status = stub_->DeleteVm(Ctx().get(), dreq, &dresp);
+  };
+  v1::CreateVmRequest req;
+  req.mutable_spec()->set_name("racy");
+  req.mutable_spec()->set_memory_bytes(64 << 20);
+  req.mutable_spec()->set_vcpu_count(1);
+  req.set_host("a");
+  v1::Vm vm;
+  grpc::Status s = stub_->CreateVm(Ctx().get(), req, &vm);
+  a_->on_call = nullptr;
+  ASSERT_TRUE(fired);
+  EXPECT_TRUE(delete_status.ok()) << delete_status.error_message();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ABORTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("deleted while it was being created"), std::string::npos)
+      << s.error_message();
+  EXPECT_FALSE(a_->HasVm("racy")) << "orphan left running on the agent";
+  EXPECT_TRUE(a_->Vms().empty());
+  EXPECT_TRUE(absl::IsNotFound(store_->Get<v1::Vm>("racy").status()));
+  v1::ListEventsRequest ereq;
+  ereq.set_object_name("racy");
+  v1::ListEventsResponse events;
+  ASSERT_TRUE(stub_->ListEvents(Ctx().get(), ereq, &events).ok());
+  ASSERT_FALSE(events.events().empty());
+  EXPECT_EQ(events.events(events.events_size() - 1).reason(), "VmCreateAbandoned");
+  // The name is free again and a plain create works.
+  EXPECT_EQ(CreateVm("racy", "a").status().phase(), v1::VM_PHASE_RUNNING);
+  EXPECT_TRUE(a_->HasVm("racy"));
+}
+
+// A heartbeat rewrites the VM record while DeleteVm waits for the agent:
+// the delete must still remove the record (the copy is gone), not fail on
+// the stale resource_version and leave a record of a VM that does not run.
+TEST_F(ControllerServiceTest, DeleteSurvivesAConcurrentRecordRefresh) {
+  v1::Vm vm = CreateVm("refreshed", "a");
+  ASSERT_EQ(vm.status().phase(), v1::VM_PHASE_RUNNING);
+  a_->on_call = [&](const std::string& call) {
+    if (call != "DeleteVm") return;
+    v1::Vm cur = *store_->Get<v1::Vm>("refreshed");
+    cur.mutable_status()->set_message("refreshed by a heartbeat");
+    EXPECT_TRUE(store_->Update(cur).ok());
+  };
+  v1::DeleteVmRequest dreq;
+  dreq.set_name("refreshed");
+  v1::DeleteVmResponse dresp;
+  grpc::Status s = stub_->DeleteVm(Ctx().get(), dreq, &dresp);
+  a_->on_call = nullptr;
+  EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  EXPECT_TRUE(absl::IsNotFound(store_->Get<v1::Vm>("refreshed").status()));
+  EXPECT_FALSE(a_->HasVm("refreshed"));
 }
 
 TEST_F(ControllerServiceTest, AgentRefusalLeavesNoRecord) {

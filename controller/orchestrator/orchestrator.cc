@@ -4,6 +4,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "controller/orchestrator/orchestrator_internal.h"
@@ -94,10 +95,25 @@ Orchestrator::Orchestrator(Store* store, OrchestratorOptions options)
 Orchestrator::~Orchestrator() { Shutdown(); }
 
 absl::Status Orchestrator::Start() {
+  // Drain caps of an earlier controller, before the first pass admits
+  // anything.
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> caps =
+      store_->ListAux("drain/");
+  if (!caps.ok()) return caps.status();
   {
     absl::MutexLock lock(&mu_);
     if (started_) return absl::FailedPreconditionError("orchestrator already started");
     started_ = true;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, value] : *caps) {
+      uint32_t n = 0;
+      // An unreadable cap is skipped: the drain then runs at the limits.
+      if (absl::SimpleAtoi(value, &n) && n > 0) {
+        drain_parallel_[key.substr(std::string("drain/").size())] = n;
+      }
+    }
   }
   // A migration or VM commit may change what the queue can do (a
   // migration ended, a VM became RUNNING); the listener only sets a flag.
@@ -147,13 +163,20 @@ void Orchestrator::Kick() {
   kicked_ = true;
 }
 
-void Orchestrator::SetDrainParallelism(const std::string& host, uint32_t n) {
+absl::Status Orchestrator::SetDrainParallelism(const std::string& host, uint32_t n) {
+  const std::string key = absl::StrCat("drain/", host);
+  absl::Status s = n == 0 ? store_->DeleteAux(key) : store_->PutAux(key, absl::StrCat(n));
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("cannot record the drain's max_parallel: ",
+                                               s.message()));
+  }
   absl::MutexLock lock(&mu_);
   if (n == 0) {
     drain_parallel_.erase(host);
   } else {
     drain_parallel_[host] = n;
   }
+  return absl::OkStatus();
 }
 
 int Orchestrator::ActiveRunners() {
@@ -567,6 +590,7 @@ absl::Status Orchestrator::SchedulePass() {
       }
     }
     if (admit) {
+      if (options_.test_before_phase) options_.test_before_phase(v1::MIGRATION_PHASE_PENDING);
       absl::StatusOr<v1::Migration> m =
           Mutate(d.migration_id, [&](v1::Migration* m, v1::Vm*, std::vector<v1::Event>* ev) {
             if (m->phase() != v1::MIGRATION_PHASE_PENDING || m->cancel_requested()) {
@@ -701,7 +725,9 @@ void Orchestrator::Drive(const std::string& id) {
                            : deadline * options_.completion_backstop_factor +
                                  options_.completion_backstop_slack + absl::Minutes(1);
   req.before_phase = [this, id](v1::MigrationPhase phase) {
-    return SetPhase(id, phase, "");
+    absl::Status s = SetPhase(id, phase, "");
+    if (s.ok() && options_.test_before_phase) options_.test_before_phase(phase);
+    return s;
   };
   auto driver = std::make_shared<MigrationDriver>(std::move(req));
   {
@@ -716,6 +742,7 @@ void Orchestrator::Drive(const std::string& id) {
     driver->Cancel(again->cancel_reason());
   }
 
+  if (options_.test_before_phase) options_.test_before_phase(v1::MIGRATION_PHASE_PREPARING);
   absl::Time last_write = absl::InfinitePast();
   MigrationDetails details;
   v1::MigrationResult result = driver->Run(

@@ -66,6 +66,13 @@ struct OrchestratorOptions {
   double completion_backstop_factor = 1.5;
   absl::Duration completion_backstop_slack = absl::Seconds(60);
   std::function<absl::Time()> clock = [] { return absl::Now(); };
+  // Test-only (the daemon's hidden --test_pause_before_phase): called on
+  // the acting thread right before the controller acts on a phase, once
+  // that phase is committed: PENDING before admitting a migration (the
+  // record still PENDING), PREPARING before PrepareIncoming, FINISHING
+  // before FinishIncoming, CONFIRMING before ConfirmOutgoing(HANDED_OFF).
+  // Lets a process test freeze and kill the controller at an exact phase.
+  std::function<void(v1::MigrationPhase)> test_before_phase;
 };
 
 // Fills progress_samples the way controller.proto documents: the last
@@ -103,8 +110,11 @@ class Orchestrator {
   absl::StatusOr<v1::Migration> CancelMigration(const std::string& id,
                                                 const std::string& reason);
   // Caps the in-flight migrations of the drain of `host` (0 = no cap beyond
-  // the limits). In memory: after a restart a drain runs at the limits.
-  void SetDrainParallelism(const std::string& host, uint32_t max_parallel);
+  // the limits). Persisted (store aux record "drain/<host>") before it takes
+  // effect, and loaded by Start(), so a restarted controller keeps running
+  // the drain's remaining migrations at this cap. It only affects
+  // migrations created by a drain of that host; the next drain replaces it.
+  absl::Status SetDrainParallelism(const std::string& host, uint32_t max_parallel);
 
   // Wakes the loop (a new PENDING migration, a host change).
   void Kick();

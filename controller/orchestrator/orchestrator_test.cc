@@ -317,6 +317,40 @@ TEST_F(OrchestratorTest, ClusterLimitKeepsTheSecondPendingWithAReason) {
   EXPECT_EQ(WaitTerminal(m2->id()).phase(), v1::MIGRATION_PHASE_SUCCEEDED);
 }
 
+// A drain's max_parallel survives a controller restart: the new
+// orchestrator over the same store still runs one drain migration at once.
+TEST_F(OrchestratorTest, DrainParallelismSurvivesRestart) {
+  AddVm("vm2", "a");
+  a_->set_hold_transfer(true);
+  StartOrchestrator();
+  ASSERT_TRUE(orch_->SetDrainParallelism("a", 1).ok());
+  orch_->Shutdown();
+  orch_.reset();
+  StartOrchestrator();  // a restarted controller: same store, fresh memory
+  v1::CreateMigrationRequest r1, r2;
+  r1.set_vm_name("vm1");
+  r2.set_vm_name("vm2");
+  absl::StatusOr<v1::Migration> m1 = orch_->CreateMigration(r1, "a");
+  ASSERT_TRUE(m1.ok()) << m1.status();
+  WaitFor(m1->id(), [](const v1::Migration& m) {
+    return m.phase() == v1::MIGRATION_PHASE_TRANSFERRING;
+  });
+  absl::StatusOr<v1::Migration> m2 = orch_->CreateMigration(r2, "a");
+  ASSERT_TRUE(m2.ok()) << m2.status();
+  v1::Migration p = WaitFor(m2->id(), [](const v1::Migration& m) {
+    return m.pending_reason() == v1::PENDING_REASON_CONCURRENCY_LIMIT;
+  });
+  EXPECT_EQ(p.phase(), v1::MIGRATION_PHASE_PENDING);
+  EXPECT_NE(p.pending_message().find("drain of a runs at most 1"), std::string::npos)
+      << p.pending_message();
+  a_->set_hold_transfer(false);
+  EXPECT_EQ(WaitTerminal(m1->id()).phase(), v1::MIGRATION_PHASE_SUCCEEDED);
+  EXPECT_EQ(WaitTerminal(m2->id()).phase(), v1::MIGRATION_PHASE_SUCCEEDED);
+  // Cleared (0) is persisted too.
+  ASSERT_TRUE(orch_->SetDrainParallelism("a", 0).ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->GetAux("drain/a").status()));
+}
+
 TEST_F(OrchestratorTest, PendingMigrationOfAnUnknownHostFails) {
   v1::Host b = *store_->Get<v1::Host>("b");
   b.set_cordoned(true);

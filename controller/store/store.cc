@@ -448,6 +448,59 @@ absl::StatusOr<EventPage> Store::ListEvents(const EventQuery& query) const {
   return page;
 }
 
+namespace {
+constexpr absl::string_view kAuxPrefix = "aux/";
+absl::StatusOr<std::string> AuxKey(absl::string_view key) {
+  if (key.empty() || key.size() > kMaxKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "aux key must be 1..", kMaxKeyBytes, " bytes, got ", key.size()));
+  }
+  return absl::StrCat(kAuxPrefix, key);
+}
+}  // namespace
+
+absl::Status Store::PutAux(absl::string_view key, absl::string_view value) {
+  ASSIGN_OR_RETURN(const std::string k, AuxKey(key));
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync;
+  // Under the commit mutex so a Commit's batch and this write are ordered.
+  absl::MutexLock lock(&commit_mu_);
+  return FromRocks(db_->Put(wo, cf(Cf::kMeta), k, rocksdb::Slice(value.data(), value.size())),
+                   absl::StrCat("writing ", k));
+}
+
+absl::StatusOr<std::string> Store::GetAux(absl::string_view key) const {
+  ASSIGN_OR_RETURN(const std::string k, AuxKey(key));
+  bool found = false;
+  ASSIGN_OR_RETURN(std::string raw, ReadRaw(Cf::kMeta, k, &found));
+  if (!found) return absl::NotFoundError(absl::StrCat(k, " not found"));
+  return raw;
+}
+
+absl::Status Store::DeleteAux(absl::string_view key) {
+  ASSIGN_OR_RETURN(const std::string k, AuxKey(key));
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync;
+  absl::MutexLock lock(&commit_mu_);
+  return FromRocks(db_->Delete(wo, cf(Cf::kMeta), k), absl::StrCat("deleting ", k));
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Store::ListAux(
+    absl::string_view prefix) const {
+  const std::string start = absl::StrCat(kAuxPrefix, prefix);
+  std::vector<std::pair<std::string, std::string>> out;
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions(), cf(Cf::kMeta)));
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    absl::string_view key(it->key().data(), it->key().size());
+    if (!absl::StartsWith(key, start)) break;
+    key.remove_prefix(kAuxPrefix.size());
+    out.emplace_back(std::string(key), it->value().ToString());
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "listing aux records"));
+  return out;
+}
+
 uint64_t Store::revision() const {
   absl::MutexLock lock(&state_mu_);
   return revision_;

@@ -159,6 +159,20 @@ class Store {
 
   absl::StatusOr<EventPage> ListEvents(const EventQuery& query) const;
 
+  // Small controller-internal bookkeeping that is not a resource (request_id
+  // idempotency records, drain parameters): opaque values in the `meta`
+  // column family under "aux/<key>", each Put/Delete one synced write. No
+  // resource_version, no events, no listeners, revision() unchanged.
+  // INVALID_ARGUMENT for an empty or oversized key.
+  absl::Status PutAux(absl::string_view key, absl::string_view value);
+  // NOT_FOUND if absent.
+  absl::StatusOr<std::string> GetAux(absl::string_view key) const;
+  // OK if absent.
+  absl::Status DeleteAux(absl::string_view key);
+  // (key without "aux/", value) for every key starting with `prefix`.
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListAux(
+      absl::string_view prefix) const;
+
   uint64_t revision() const;
   uint64_t last_event_sequence() const;
   // Blocks until revision() > after_revision or `timeout` passes; returns

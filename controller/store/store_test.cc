@@ -355,5 +355,37 @@ TEST_F(StoreTest, CorruptValueIsDataLossNamingTheKey) {
   EXPECT_TRUE(store_->List(ListOptions<v1::Vm>()).ok());
 }
 
+// Aux records: durable across a reopen, listed by prefix, no revision bump,
+// keys checked.
+TEST(StoreAuxTest, PutGetListDeleteSurviveReopen) {
+  const std::string dir = FreshDir();
+  {
+    auto store = Store::Open(dir);
+    ASSERT_TRUE(store.ok()) << store.status();
+    const uint64_t rev = (*store)->revision();
+    ASSERT_TRUE((*store)->PutAux("request/vm/a", "1 2 x").ok());
+    ASSERT_TRUE((*store)->PutAux("request/vm/b", "3 4 y").ok());
+    ASSERT_TRUE((*store)->PutAux("drain/h1", "2").ok());
+    EXPECT_EQ((*store)->revision(), rev);
+    EXPECT_EQ((*store)->GetAux("").status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ((*store)->PutAux(std::string(600, 'k'), "v").code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  auto store = Store::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(*(*store)->GetAux("drain/h1"), "2");
+  auto requests = (*store)->ListAux("request/");
+  ASSERT_TRUE(requests.ok());
+  ASSERT_EQ(requests->size(), 2u);
+  EXPECT_EQ((*requests)[0].first, "request/vm/a");
+  EXPECT_EQ((*requests)[1].second, "3 4 y");
+  ASSERT_TRUE((*store)->DeleteAux("request/vm/a").ok());
+  ASSERT_TRUE((*store)->DeleteAux("request/vm/absent").ok());
+  EXPECT_TRUE(absl::IsNotFound((*store)->GetAux("request/vm/a").status()));
+  EXPECT_EQ((*store)->ListAux("request/")->size(), 1u);
+  // Not confused with the store's own meta keys.
+  EXPECT_TRUE((*store)->ListAux("")->size() == 2u);
+}
+
 }  // namespace
 }  // namespace ferry::controller
