@@ -12,6 +12,9 @@
 #include "agent/service/proto_util.h"
 #include "agent/vmm/guest_config.h"
 #include "common/status_macros.h"
+#include "mmu/dirty_rate.h"
+#include "mmu/dirty_set.h"
+#include "mmu/dirty_tracker.h"
 
 namespace ferry::service {
 namespace {
@@ -99,6 +102,21 @@ struct VmRegistry::Entry {
   std::string migration_id ABSL_GUARDED_BY(mu);
   ExactDirtyStatsProvider exact ABSL_GUARDED_BY(mu);
   absl::Time started_time ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+
+  // The registry's own ring tracker for per-vCPU rates (StartVcpuRing).
+  // Declared after `vm` so that it is destroyed first: the tracker's lease
+  // unhooks itself from the Vm when it dies.
+  struct VcpuRing {
+    std::unique_ptr<mmu::DirtyTracker> tracker;
+    mmu::DirtySet scratch;  // Collect's output; only the counts are used
+    std::unique_ptr<mmu::DirtyRateMeter> meter;
+  };
+  std::unique_ptr<VcpuRing> vcpu_ring ABSL_GUARDED_BY(sample_mu);
+  // This VM has no ring (not KVM, or created without it) or it failed once:
+  // do not try again every sample.
+  bool vcpu_ring_unavailable ABSL_GUARDED_BY(sample_mu) = false;
+  // The newest interval's pages/s per vCPU; empty = not known.
+  std::vector<double> vcpu_pages_per_sec ABSL_GUARDED_BY(sample_mu);
 
   // Latest rate for VmStatus, written by the sampler.
   std::atomic<uint64_t> last_rate_bytes_per_s{0};
@@ -348,6 +366,7 @@ absl::StatusOr<v1::Vm> VmRegistry::Resume(absl::string_view name) {
 
 std::shared_ptr<vmm::Vm> VmRegistry::DetachVm(Entry& entry) {
   absl::MutexLock sample(&entry.sample_mu);
+  StopVcpuRing(entry);
   entry.sampler.reset();  // before the memory it reads goes away
   absl::MutexLock lock(&entry.mu);
   return std::move(entry.vm);
@@ -450,9 +469,19 @@ absl::StatusOr<v1::VmStats> VmRegistry::GetStats(absl::string_view name,
     // request for a DIRTY_TRACKING_MODE_SAMPLING value in vm.proto).
     out.set_tracking_mode(v1::DIRTY_TRACKING_MODE_OFF);
     DirtyEstimate e;
+    std::vector<double> per_vcpu;
     {
       absl::MutexLock sample(&entry->sample_mu);
       if (entry->sampler) e = entry->sampler->Estimate(window);
+      per_vcpu = entry->vcpu_pages_per_sec;
+    }
+    // The ring's newest interval (not averaged over `window`): present only
+    // where a ring tracker runs, so "no per-vCPU figures" stays distinct
+    // from "0 pages/s".
+    for (size_t i = 0; i < per_vcpu.size(); ++i) {
+      v1::VcpuDirtyRate* v = out.add_vcpus();
+      v->set_vcpu_index(static_cast<uint32_t>(i));
+      v->set_dirty_rate_pages_per_s(static_cast<uint64_t>(per_vcpu[i]));
     }
     ToProtoDuration(absl::Nanoseconds(e.window_ns), out.mutable_window());
     if (e.valid) ToProtoTime(e.sample_time, out.mutable_sample_time());
@@ -566,11 +595,74 @@ void VmRegistry::SampleOne(Entry& entry) {
         static_cast<uint64_t>(exact_stats->rate.bytes_per_sec));
   }
   absl::MutexLock sample(&entry.sample_mu);
+  // A ring started now has a window of ~0 s: its first harvest waits for
+  // the next sample.
+  if (!StartVcpuRing(entry) && entry.vcpu_ring != nullptr) {
+    Entry::VcpuRing& ring = *entry.vcpu_ring;
+    ring.scratch.ClearAll();
+    absl::StatusOr<mmu::CollectStats> c = ring.tracker->Collect(&ring.scratch);
+    if (c.ok()) {
+      entry.vcpu_pages_per_sec = ring.meter->Record(*c).per_vcpu_pages_per_sec;
+    } else {
+      LogWarning("VM ", entry.name, ": per-vCPU dirty rates stopped: ",
+                 c.status().ToString());
+      StopVcpuRing(entry);
+      entry.vcpu_ring_unavailable = true;
+    }
+  }
   if (entry.sampler == nullptr) return;
   absl::StatusOr<mmu::SampledDirtyRate> rate = entry.sampler->Tick();
   if (rate.ok() && !exact_stats.has_value()) {
     entry.last_rate_bytes_per_s.store(static_cast<uint64_t>(rate->bytes_per_sec));
   }
+}
+
+bool VmRegistry::StartVcpuRing(Entry& entry) {
+  if (!options_.vcpu_rates_from_ring || entry.vcpu_ring != nullptr ||
+      entry.vcpu_ring_unavailable) {
+    return false;
+  }
+  vmm::Vm* vm;
+  {
+    absl::MutexLock lock(&entry.mu);
+    if (entry.state != State::kActive || entry.vm == nullptr ||
+        !entry.migration_id.empty()) {
+      return false;
+    }
+    vm = entry.vm.get();  // stays: clearing entry.vm needs sample_mu too
+  }
+  // Only KVM has rings; asking another backend for kRing would just fail.
+  if (vm->backend().kind() != v1::VM_BACKEND_KVM) {
+    entry.vcpu_ring_unavailable = true;
+    return false;
+  }
+  absl::StatusOr<std::unique_ptr<mmu::DirtyTracker>> tracker =
+      vm->CreateDirtyTracker(mmu::DirtyTrackingMode::kRing);
+  absl::Status s = tracker.status();
+  if (s.ok() && !(*tracker)->has_per_vcpu_counts()) {
+    s = absl::FailedPreconditionError("the tracker gives no per-vCPU counts");
+  }
+  if (s.ok()) s = (*tracker)->Start(vm->memory().slots());
+  if (!s.ok()) {
+    LogInfo("VM ", entry.name, ": no per-vCPU dirty rates (", s.ToString(), ")");
+    entry.vcpu_ring_unavailable = true;
+    return false;
+  }
+  auto ring = std::make_unique<Entry::VcpuRing>();
+  ring->tracker = std::move(*tracker);
+  ring->scratch = mmu::DirtySet::ForSlots(vm->memory().slots());
+  ring->meter = std::make_unique<mmu::DirtyRateMeter>(options_.clock, absl::Seconds(2));
+  entry.vcpu_ring = std::move(ring);
+  return true;
+}
+
+void VmRegistry::StopVcpuRing(Entry& entry) {
+  entry.vcpu_pages_per_sec.clear();
+  if (entry.vcpu_ring == nullptr) return;
+  if (absl::Status s = entry.vcpu_ring->tracker->Stop(); !s.ok()) {
+    LogWarning("VM ", entry.name, ": stopping the per-vCPU ring tracker: ", s.ToString());
+  }
+  entry.vcpu_ring.reset();
 }
 
 void VmRegistry::SampleAllNow() {
@@ -725,6 +817,11 @@ absl::Status VmRegistry::AttachMigration(absl::string_view name,
     return absl::InvalidArgumentError("AttachMigration: empty migration_id");
   }
   ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(name));
+  // The migration's tracker needs the ring to itself: ours stops first
+  // (sample_mu also keeps SampleOne from starting it again until
+  // migration_id is set below).
+  absl::MutexLock sample(&entry->sample_mu);
+  StopVcpuRing(*entry);
   absl::MutexLock lock(&entry->mu);
   if (entry->state != State::kActive && entry->state != State::kIncoming) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -769,6 +866,7 @@ absl::Status VmRegistry::MarkMigrated(absl::string_view name) {
   RETURN_IF_ERROR(vm->Pause());  // must already be; make sure
   {
     absl::MutexLock sample(&entry->sample_mu);
+    StopVcpuRing(*entry);
     entry->sampler.reset();
   }
   absl::MutexLock lock(&entry->mu);

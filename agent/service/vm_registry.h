@@ -83,12 +83,23 @@ struct RegistryOptions {
   // SampleAllNow()).
   absl::Duration sample_interval = absl::Seconds(1);
   DirtySamplerOptions sampler;
+  // Per-vCPU dirty rates (VmStats.vcpus, the agent's
+  // ferry_vcpu_dirty_pages_per_second) from KVM's dirty ring while no
+  // migration runs: at every sample the registry harvests a ring tracker of
+  // its own. Only a KVM VM created with the ring gets one; any other VM
+  // reports no per-vCPU rates (absent, not 0). Cost: dirty logging stays on
+  // for such VMs, one write-protect fault per page first written in each
+  // sample interval (what a migration's ring tracker costs too). A
+  // migration's tracker takes the ring over (AttachMigration stops this one;
+  // it restarts at the first sample after DetachMigration).
+  bool vcpu_rates_from_ring = true;
   mmu::MonotonicClock clock = mmu::SystemMonotonicClock();
   vmm::VmOptions vm_options;
 };
 
 // What a running migration measures exactly with its tracker. While one is
-// attached and returns a value, GetStats reports it instead of the sampler.
+// attached and returns a value, GetStats reports it instead of the sampler
+// (and the registry's own per-vCPU ring tracker is stopped).
 struct ExactDirtyStats {
   mmu::DirtyTrackingMode mode = mmu::DirtyTrackingMode::kUnspecified;
   mmu::DirtyRate rate;
@@ -202,6 +213,10 @@ class VmRegistry {
   std::shared_ptr<vmm::Vm> DetachVm(Entry& entry);
   void StartSampling(Entry& entry);
   void SampleOne(Entry& entry);
+  // The per-vCPU ring tracker (RegistryOptions::vcpu_rates_from_ring); both
+  // need Entry::sample_mu. Start returns true when it started one now.
+  bool StartVcpuRing(Entry& entry);
+  static void StopVcpuRing(Entry& entry);
   v1::Vm ToProto(const Entry& entry) const;
   void SamplerLoop();
 
