@@ -1,5 +1,6 @@
 #include "agent/metrics/agent_collector.h"
 
+#include <limits>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -374,7 +375,10 @@ void AgentCollector::CollectMigrations(const std::vector<v1::AgentMigration>& li
       {"ferry_migration_expected_downtime_seconds",
        "remaining / bandwidth plus the measured state-transfer time.",
        [](const v1::AgentMigration& m) -> double {
-         return Seconds(m.progress().expected_downtime());
+         // NaN while unknown: no alert compares true, panels show a gap.
+         return m.progress().has_expected_downtime()
+                    ? Seconds(m.progress().expected_downtime())
+                    : std::numeric_limits<double>::quiet_NaN();
        }},
       {"ferry_migration_downtime_limit_seconds", "The policy's max_downtime.",
        [](const v1::AgentMigration& m) -> double { return Seconds(m.policy().max_downtime()); }},

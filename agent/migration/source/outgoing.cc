@@ -225,7 +225,11 @@ v1::MigrationProgress OutgoingMigration::SampleLocked() const {
   p.set_dirty_rate_bytes_per_s(
       static_cast<uint64_t>(dirty_pages_per_s_ * mmu::kPageSize));
   p.set_bandwidth_bytes_per_s(static_cast<uint64_t>(bandwidth_));
-  ToProto(expected_downtime_, p.mutable_expected_downtime());
+  // Unknown (no bandwidth measured yet) is left absent rather than sent as
+  // a huge number that dashboards and alert rules would take at face value.
+  if (expected_downtime_ != absl::InfiniteDuration()) {
+    ToProto(expected_downtime_, p.mutable_expected_downtime());
+  }
   p.set_throttle_percent(throttle_percent_);
   p.set_xor_delta_pages(counters_.xor_pages.load());
   const uint64_t compressed = counters_.compressed_bytes.load();
