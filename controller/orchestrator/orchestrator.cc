@@ -95,6 +95,7 @@ Orchestrator::Orchestrator(Store* store, OrchestratorOptions options)
 Orchestrator::~Orchestrator() { Shutdown(); }
 
 absl::Status Orchestrator::Start() {
+  started_at_ = options_.clock();
   // Drain caps of an earlier controller, before the first pass admits
   // anything.
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> caps =
@@ -543,6 +544,10 @@ absl::Status Orchestrator::SchedulePass() {
            absl::StrCat("vm ", m.vm_name(), " was deleted"));
     } else if (src == hosts.end() ||
                src->second->readiness() != v1::HOST_READINESS_READY) {
+      const absl::Time since = std::max(FromProto(m.create_time()), started_at_);
+      if (src != hosts.end() && now - since < options_.source_host_grace) {
+        continue;  // stays PENDING: the host may be about to check in
+      }
       fail(m, v1::MIGRATION_PHASE_FAILED, v1::MIGRATION_FAILURE_INTERRUPTED,
            absl::StrCat("source host ", m.source_host(), " is ",
                         src == hosts.end()

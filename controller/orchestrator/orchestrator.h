@@ -65,6 +65,12 @@ struct OrchestratorOptions {
   // slack (the agents enforce the policy's deadline themselves).
   double completion_backstop_factor = 1.5;
   absl::Duration completion_backstop_slack = absl::Seconds(60);
+  // A PENDING migration whose source host is not READY waits this long,
+  // counted from the later of its creation and this controller's start,
+  // for the host to come back before it fails. Right after a controller
+  // restart every host is UNKNOWN until its agent's next heartbeat, which
+  // can take an agent in retry backoff ~10 s.
+  absl::Duration source_host_grace = absl::Seconds(30);
   std::function<absl::Time()> clock = [] { return absl::Now(); };
   // Test-only (the daemon's hidden --test_pause_before_phase): called on
   // the acting thread right before the controller acts on a phase, once
@@ -130,6 +136,9 @@ class Orchestrator {
   int ActiveRunners();
 
  private:
+  // When Start() ran (options_.clock()); see source_host_grace.
+  absl::Time started_at_ = absl::InfinitePast();
+
   struct Runner {
     std::thread thread;
     std::shared_ptr<MigrationDriver> driver;  // null while reconciling

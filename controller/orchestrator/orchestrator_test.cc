@@ -351,22 +351,61 @@ TEST_F(OrchestratorTest, DrainParallelismSurvivesRestart) {
   EXPECT_TRUE(absl::IsNotFound(store_->GetAux("drain/a").status()));
 }
 
-TEST_F(OrchestratorTest, PendingMigrationOfAnUnknownHostFails) {
+TEST_F(OrchestratorTest, PendingMigrationOfAnUnknownHostFailsAfterTheGrace) {
   v1::Host b = *store_->Get<v1::Host>("b");
   b.set_cordoned(true);
   ASSERT_TRUE(store_->Update(b).ok());
-  StartOrchestrator();
+  StartOrchestrator({}, [](OrchestratorOptions* o) {
+    o->source_host_grace = absl::Milliseconds(1500);
+  });
   v1::CreateMigrationRequest r;
   r.set_vm_name("vm1");
   absl::StatusOr<v1::Migration> m = orch_->CreateMigration(r);
   ASSERT_TRUE(m.ok());
+  const absl::Time t0 = absl::Now();
   v1::Host a = *store_->Get<v1::Host>("a");
   a.set_readiness(v1::HOST_READINESS_UNKNOWN);
   ASSERT_TRUE(store_->Update(a).ok());
+  // Within the grace it waits (the agent may be about to check in) ...
+  absl::SleepFor(absl::Milliseconds(700));
+  EXPECT_EQ(store_->Get<v1::Migration>(m->id())->phase(), v1::MIGRATION_PHASE_PENDING);
+  // ... then fails, without moving anything.
   v1::Migration done = WaitTerminal(m->id());
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(1400));
   EXPECT_EQ(done.phase(), v1::MIGRATION_PHASE_FAILED);
   EXPECT_EQ(done.result().failure(), v1::MIGRATION_FAILURE_INTERRUPTED);
   EXPECT_NE(done.result().message().find("UNKNOWN"), std::string::npos);
+  EXPECT_EQ(Vm("vm1").status().host(), "a");
+}
+
+TEST_F(OrchestratorTest, PendingMigrationGoesOnWhenItsHostComesBackInTime) {
+  StartOrchestrator({}, [](OrchestratorOptions* o) {
+    o->source_host_grace = absl::Seconds(30);
+  });
+  // The source drops out before the first pass admits the migration (as
+  // after a controller restart, before the agent's first heartbeat) ...
+  v1::Host a = *store_->Get<v1::Host>("a");
+  v1::CreateMigrationRequest r;
+  r.set_vm_name("vm1");
+  v1::Host b = *store_->Get<v1::Host>("b");
+  b.set_cordoned(true);  // nowhere to go yet: it stays PENDING
+  ASSERT_TRUE(store_->Update(b).ok());
+  absl::StatusOr<v1::Migration> m = orch_->CreateMigration(r);
+  ASSERT_TRUE(m.ok());
+  a = *store_->Get<v1::Host>("a");
+  a.set_readiness(v1::HOST_READINESS_UNKNOWN);
+  ASSERT_TRUE(store_->Update(a).ok());
+  absl::SleepFor(absl::Milliseconds(1200));
+  ASSERT_EQ(store_->Get<v1::Migration>(m->id())->phase(), v1::MIGRATION_PHASE_PENDING);
+  // ... and checks in again within the grace: the migration proceeds.
+  a = *store_->Get<v1::Host>("a");
+  a.set_readiness(v1::HOST_READINESS_READY);
+  ASSERT_TRUE(store_->Update(a).ok());
+  b = *store_->Get<v1::Host>("b");
+  b.set_cordoned(false);
+  ASSERT_TRUE(store_->Update(b).ok());
+  v1::Migration done = WaitTerminal(m->id());
+  EXPECT_EQ(done.phase(), v1::MIGRATION_PHASE_SUCCEEDED) << done.result().message();
 }
 
 TEST_F(OrchestratorTest, CompletionBackstopFailsAMigrationThatNeverEnds) {
