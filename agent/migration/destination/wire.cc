@@ -48,6 +48,17 @@ uint64_t HoleEnd(const mmu::GuestMemory& memory, const mmu::Memslot& slot,
   return std::min(std::max(data_page, page), slot.npages());
 }
 
+uint64_t DataEnd(const mmu::GuestMemory& memory, const mmu::Memslot& slot,
+                 uint64_t page) {
+  const off_t base = static_cast<off_t>(slot.memfd_offset);
+  const off_t at = base + static_cast<off_t>(page << mmu::kPageShift);
+  const off_t hole = lseek(memory.memfd(), at, SEEK_HOLE);
+  if (hole < 0) return slot.npages();  // unknown: treat the rest as backed
+  const uint64_t hole_page =
+      static_cast<uint64_t>(hole - base + mmu::kPageSize - 1) >> mmu::kPageShift;
+  return std::min(std::max(hole_page, page + 1), slot.npages());
+}
+
 v1::MemoryLayout LayoutOf(const mmu::GuestMemory& memory) {
   v1::MemoryLayout layout;
   layout.set_page_size_bytes(mmu::kPageSize);

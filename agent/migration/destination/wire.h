@@ -38,6 +38,11 @@ inline uint32_t StreamForGpa(uint64_t gpa, uint32_t stream_count) {
 // only where a later write is caught by dirty tracking or the VM is paused.
 uint64_t HoleEnd(const mmu::GuestMemory& memory, const mmu::Memslot& slot,
                  uint64_t page);
+// The other half: the end of the backed extent that holds `page`
+// (lseek(SEEK_HOLE)), at least page + 1 and at most slot.npages(). With
+// HoleEnd it splits a range into exact data and hole extents.
+uint64_t DataEnd(const mmu::GuestMemory& memory, const mmu::Memslot& slot,
+                 uint64_t page);
 
 // The layout as the wire describes it (VmState.memory, Hello.memory).
 v1::MemoryLayout LayoutOf(const mmu::GuestMemory& memory);
