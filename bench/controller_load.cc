@@ -18,10 +18,6 @@
 // "migrations" with the highest in-flight counts seen (cluster, per source
 // host, per target host) next to the limits. Exit status 1 if a limit was
 // exceeded or a migration did not succeed.
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,6 +44,7 @@
 #include "controller/orchestrator/fake_agent.h"
 #include "proto/controller.grpc.pb.h"
 #include "tests/agent_process_util.h"
+#include "tests/metrics/controller_process.h"
 
 ABSL_FLAG(int, hosts, 200, "simulated hosts");
 ABSL_FLAG(int, vms, 5000, "VMs created through the controller");
@@ -58,8 +55,6 @@ ABSL_FLAG(absl::Duration, transfer_time, absl::Milliseconds(300),
 ABSL_FLAG(uint32_t, max_outbound_per_host, 2, "controller limit");
 ABSL_FLAG(uint32_t, max_inbound_per_host, 2, "controller limit");
 ABSL_FLAG(uint32_t, max_parallel_migrations, 5, "controller limit");
-ABSL_FLAG(std::string, controller_binary, "",
-          "ferry-controller binary; default: from the runfiles");
 
 namespace ferry {
 namespace {
@@ -93,64 +88,6 @@ struct Stats {
   }
 };
 
-// The controller process.
-class ControllerProcess {
- public:
-  bool Start(const std::string& dir) {
-    std::string bin = absl::GetFlag(FLAGS_controller_binary);
-    if (bin.empty()) bin = agent_test::RunfilePath("controller/ferry-controller");
-    port_file_ = dir + "/controller.addr";
-    rest_file_ = dir + "/controller.rest";
-    std::vector<std::string> args = {
-        bin, "--listen=127.0.0.1:0", "--rest_listen=127.0.0.1:0",
-        "--port_file=" + port_file_, "--rest_port_file=" + rest_file_,
-        "--data_dir=" + dir + "/data",
-        absl::StrCat("--max_outbound_per_host=", absl::GetFlag(FLAGS_max_outbound_per_host)),
-        absl::StrCat("--max_inbound_per_host=", absl::GetFlag(FLAGS_max_inbound_per_host)),
-        absl::StrCat("--max_parallel_migrations=", absl::GetFlag(FLAGS_max_parallel_migrations))};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    const std::string log = dir + "/controller.log";
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      std::fprintf(stderr, "cannot start %s: %s\n", bin.c_str(), strerror(rc));
-      return false;
-    }
-    for (int i = 0; i < 300; ++i) {
-      address_ = agent_test::ReadFile(port_file_);
-      if (!address_.empty()) break;
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    while (!address_.empty() && address_.back() == '\n') address_.pop_back();
-    rest_ = agent_test::ReadFile(rest_file_);
-    while (!rest_.empty() && rest_.back() == '\n') rest_.pop_back();
-    if (address_.empty()) {
-      std::fprintf(stderr, "ferry-controller did not start; see %s\n", log.c_str());
-      return false;
-    }
-    return true;
-  }
-  ~ControllerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int st;
-      waitpid(pid_, &st, 0);
-    }
-  }
-  const std::string& address() const { return address_; }
-  const std::string& rest() const { return rest_; }
-
- private:
-  pid_t pid_ = -1;
-  std::string port_file_, rest_file_, address_, rest_;
-};
-
 v1::HostInfo InfoFor(const FakeAgent& a, int i) {
   v1::HostInfo info;
   info.set_name(a.name());
@@ -176,10 +113,24 @@ int Run(int argc, char** argv) {
   const std::string dir = mkdtemp(tmpl);
   std::fprintf(stderr, "controller data and log in %s\n", dir.c_str());
 
-  ControllerProcess controller;
-  if (!controller.Start(dir)) return 1;
-  auto channel = grpc::CreateChannel(controller.address(), grpc::InsecureChannelCredentials());
-  auto stub = v1::ControllerService::NewStub(channel);
+  // The same controller process the metrics tests use (tests/metrics),
+  // with the REST gateway and this run's limits.
+  const std::string rest_file = dir + "/controller.rest";
+  metrics_test::ControllerProcess controller(
+      dir + "/data", "load",
+      {"--rest_listen=127.0.0.1:0", "--rest_port_file=" + rest_file,
+       absl::StrCat("--max_outbound_per_host=", absl::GetFlag(FLAGS_max_outbound_per_host)),
+       absl::StrCat("--max_inbound_per_host=", absl::GetFlag(FLAGS_max_inbound_per_host)),
+       absl::StrCat("--max_parallel_migrations=",
+                    absl::GetFlag(FLAGS_max_parallel_migrations))});
+  if (absl::Status s = controller.WaitReady(); !s.ok()) {
+    std::fprintf(stderr, "ferry-controller did not start: %s\n%s\n",
+                 s.ToString().c_str(), controller.Log().c_str());
+    return 1;
+  }
+  std::string rest = agent_test::ReadFile(rest_file);
+  while (!rest.empty() && rest.back() == '\n') rest.pop_back();
+  v1::ControllerService::Stub* stub = &controller.stub();
 
   // --- hosts -----------------------------------------------------------------
   const absl::Time t0 = absl::Now();
@@ -362,11 +313,11 @@ int Run(int argc, char** argv) {
     }
     st.Print("grpc_get_host");
   }
-  if (!controller.rest().empty()) {
+  if (!rest.empty()) {
     Stats get, list;
     for (int i = 0; i < reads / 2; ++i) {
       const absl::Time s0 = absl::Now();
-      auto r = metrics::HttpGet(controller.rest(),
+      auto r = metrics::HttpGet(rest,
                                 absl::StrFormat("/v1/vms/vm-%05d", static_cast<int>(rng() % n_vms)));
       get.Add(absl::Now() - s0);
       if (!r.ok() || r->status != 200) {
@@ -377,7 +328,7 @@ int Run(int argc, char** argv) {
     get.Print("rest_get_vm");
     for (int i = 0; i < reads / 10; ++i) {
       const absl::Time s0 = absl::Now();
-      auto r = metrics::HttpGet(controller.rest(), "/v1/vms?pageSize=100");
+      auto r = metrics::HttpGet(rest, "/v1/vms?pageSize=100");
       list.Add(absl::Now() - s0);
       if (!r.ok() || r->status != 200) break;
     }
