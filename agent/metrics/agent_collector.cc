@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "agent/service/proto_util.h"
 #include "common/metrics/families.h"
+#include "proto/phases.h"
 #include "proto/migration.pb.h"
 #include "proto/vm.pb.h"
 
@@ -27,11 +28,6 @@ std::string PhaseWord(v1::MigrationPhase p) {
 
 std::string RoleWord(v1::MigrationRole r) {
   return metrics::EnumLabel(v1::MigrationRole_Name(r), "MIGRATION_ROLE_");
-}
-
-bool Terminal(v1::MigrationPhase p) {
-  return p == v1::MIGRATION_PHASE_SUCCEEDED || p == v1::MIGRATION_PHASE_FAILED ||
-         p == v1::MIGRATION_PHASE_CANCELLED;
 }
 
 // The phases a migration can be in on an agent while in flight; every one
@@ -157,7 +153,7 @@ void AgentCollector::ObserveList(const std::vector<v1::AgentMigration>& list) co
   std::set<std::string> listed;
   for (const v1::AgentMigration& m : list) {
     listed.insert(m.migration_id());
-    if (!Terminal(m.phase())) continue;
+    if (!v1::IsTerminalPhase(m.phase())) continue;
     if (counted_.insert(m.migration_id()).second) CountTerminal(m);
   }
   // Forget ids the engine forgot: bounded memory, and an id cannot come back.
@@ -400,7 +396,7 @@ void AgentCollector::CollectMigrations(const std::vector<v1::AgentMigration>& li
                                   "1 for an in-flight migration's phase.",
                                   MetricType::Gauge);
   for (const v1::AgentMigration& m : list) {
-    if (Terminal(m.phase()) || m.phase() == v1::MIGRATION_PHASE_UNSPECIFIED) continue;
+    if (v1::IsTerminalPhase(m.phase()) || m.phase() == v1::MIGRATION_PHASE_UNSPECIFIED) continue;
     const std::string role = RoleWord(m.role());
     ++counts[{role, PhaseWord(m.phase())}];
     const LabelList labels = {{"vm", m.vm_name()}, {"host", options_.host}, {"role", role}};

@@ -1,3 +1,4 @@
+#include "proto/phases.h"
 #include "agent/service/controller_link.h"
 
 #include <fcntl.h>
@@ -28,11 +29,6 @@ absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                       absl::StrCat(what, ": ", s.error_message()));
-}
-
-bool Terminal(v1::MigrationPhase p) {
-  return p == v1::MIGRATION_PHASE_SUCCEEDED || p == v1::MIGRATION_PHASE_FAILED ||
-         p == v1::MIGRATION_PHASE_CANCELLED;
 }
 
 std::string Errno() { return std::strerror(errno); }
@@ -166,7 +162,7 @@ absl::Status ControllerLink::Heartbeat() {
                              v1::AgentListMigrationsRequest(), &migrations);
   if (!s.ok()) return FromGrpc(s, "ListMigrations on this agent");
   for (const v1::AgentMigration& m : migrations.migrations()) {
-    if (!Terminal(m.phase())) req.add_migration_ids(m.migration_id());
+    if (!v1::IsTerminalPhase(m.phase())) req.add_migration_ids(m.migration_id());
   }
   v1::HeartbeatResponse resp;
   s = controller_->Heartbeat(Ctx(options_.rpc_timeout).get(), req, &resp);

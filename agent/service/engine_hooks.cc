@@ -1,3 +1,4 @@
+#include "proto/phases.h"
 #include "agent/service/engine_hooks.h"
 
 #include <optional>
@@ -13,12 +14,6 @@ namespace ferry::service {
 namespace {
 
 constexpr uint32_t kMaxStreams = 16;
-
-bool Terminal(v1::MigrationPhase phase) {
-  return phase == v1::MIGRATION_PHASE_SUCCEEDED ||
-         phase == v1::MIGRATION_PHASE_FAILED ||
-         phase == v1::MIGRATION_PHASE_CANCELLED;
-}
 
 absl::Status CheckMigrationId(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("migration_id is required");
@@ -171,7 +166,7 @@ class EngineMigrationHooks::Sink {
     {
       absl::MutexLock lock(&mu_);
       if (reactor_ == nullptr || finish_called_ || terminal_queued_) return;
-      if (Terminal(p.phase())) terminal_queued_ = true;
+      if (v1::IsTerminalPhase(p.phase())) terminal_queued_ = true;
       pending_ = p;
       a = NextLocked();
     }
@@ -201,7 +196,7 @@ class EngineMigrationHooks::Sink {
       absl::MutexLock lock(&mu_);
       writing_ = false;
       if (!ok) cancelled_ = true;
-      if (Terminal(current_.phase())) terminal_written_ = true;
+      if (v1::IsTerminalPhase(current_.phase())) terminal_written_ = true;
       a = NextLocked();
     }
     Run(a);
@@ -244,7 +239,7 @@ class EngineMigrationHooks::Sink {
     }
     if (!pending_.has_value()) return Action{};
     const absl::Time now = absl::Now();
-    const bool urgent = Terminal(pending_->phase()) || !wrote_any_ ||
+    const bool urgent = v1::IsTerminalPhase(pending_->phase()) || !wrote_any_ ||
                         pending_->phase() != current_.phase();
     if (!urgent && now - last_write_ < min_interval_) return Action{};
     current_ = std::move(*pending_);
@@ -567,7 +562,7 @@ absl::StatusOr<v1::StartOutgoingResponse> EngineMigrationHooks::StartOutgoing(
   // The record outlives its engine (a member of it), so the engine's thread
   // may use it by pointer.
   out->engine->Watch([this, raw](const v1::MigrationProgress& p) {
-    if (!Terminal(p.phase())) return;
+    if (!v1::IsTerminalPhase(p.phase())) return;
     if (p.phase() != v1::MIGRATION_PHASE_SUCCEEDED) {
       registry_.DetachMigration(raw->vm_name, raw->id).IgnoreError();
     }
@@ -621,9 +616,9 @@ EngineMigrationHooks::CancelMigration(const v1::AgentCancelMigrationRequest& req
   v1::AgentCancelMigrationResponse response;
   if (std::shared_ptr<Outgoing> out = FindOutgoing(request.migration_id())) {
     migration::OutgoingMigration& m = *out->engine;
-    if (!Terminal(m.phase())) {
+    if (!v1::IsTerminalPhase(m.phase())) {
       absl::Status s = m.Cancel(reason);
-      if (!s.ok() && !Terminal(m.phase())) return s;  // past Switchover
+      if (!s.ok() && !v1::IsTerminalPhase(m.phase())) return s;  // past Switchover
     }
     v1::MigrationResult r;
     if (m.WaitFor(options_.cancel_wait, &r)) {
@@ -664,7 +659,7 @@ v1::MigrationProgress EngineMigrationHooks::IncomingProgress(const Incoming& in)
   p.set_phase(PhaseOf(*info));
   p.set_pages_sent(info->pages_applied);
   p.set_payload_bytes(info->payload_bytes);
-  if (Terminal(p.phase())) {
+  if (v1::IsTerminalPhase(p.phase())) {
     v1::MigrationResult* r = p.mutable_result();
     r->set_phase(p.phase());
     r->set_failure(info->failure);
@@ -889,7 +884,7 @@ void EngineMigrationHooks::Shutdown() {
   // Source: before the handoff the engine cancels and the VM stays here;
   // a migration waiting for ConfirmOutgoing leaves its VM paused.
   for (auto& [id, out] : outs) {
-    const bool terminal = Terminal(out->engine->phase());
+    const bool terminal = v1::IsTerminalPhase(out->engine->phase());
     if (!terminal) LogWarning("migration ", id, ": interrupted by shutdown");
     out->engine.reset();
     {

@@ -1,3 +1,4 @@
+#include "proto/phases.h"
 #include "controller/orchestrator/migration_driver.h"
 
 #include <chrono>
@@ -10,12 +11,6 @@
 
 namespace ferry::controller {
 namespace {
-
-bool Terminal(v1::MigrationPhase phase) {
-  return phase == v1::MIGRATION_PHASE_SUCCEEDED ||
-         phase == v1::MIGRATION_PHASE_FAILED ||
-         phase == v1::MIGRATION_PHASE_CANCELLED;
-}
 
 // The call may or may not have reached the agent.
 bool Unknown(const grpc::Status& s) {
@@ -270,7 +265,7 @@ v1::MigrationResult MigrationDriver::Run(const ProgressCallback& progress,
         armed = true;
         break;
       }
-      if (Terminal(p.phase())) {
+      if (v1::IsTerminalPhase(p.phase())) {
         terminal = true;
         break;
       }
@@ -313,7 +308,7 @@ v1::MigrationResult MigrationDriver::Run(const ProgressCallback& progress,
       grpc::Status gs = source_->GetMigration(Ctx(request_.rpc_timeout).get(), greq, &m);
       if (gs.ok()) {
         if (m.phase() == v1::MIGRATION_PHASE_FINISHING) return Handoff(details);
-        if (Terminal(m.phase())) {
+        if (v1::IsTerminalPhase(m.phase())) {
           v1::MigrationResult r = m.result();
           if (r.phase() == v1::MIGRATION_PHASE_UNSPECIFIED) r.set_phase(m.phase());
           if (m.phase() != v1::MIGRATION_PHASE_SUCCEEDED) {
@@ -400,7 +395,7 @@ v1::MigrationResult MigrationDriver::Handoff(MigrationDetails* details) {
           destination_->GetMigration(Ctx(request_.rpc_timeout).get(), greq, &dm);
       if (gs.ok() && dm.handoff() == v1::HANDOFF_STATE_RESUMED) {
         resumed = true;
-      } else if (gs.ok() && Terminal(dm.phase())) {
+      } else if (gs.ok() && v1::IsTerminalPhase(dm.phase())) {
         aborted = dm.phase() != v1::MIGRATION_PHASE_SUCCEEDED;
       }
       if (resumed || aborted) break;

@@ -1,3 +1,4 @@
+#include "proto/phases.h"
 #include "controller/scheduler/ledger.h"
 
 #include <algorithm>
@@ -35,11 +36,7 @@ uint64_t Share(uint64_t used, uint64_t capacity) {
 
 }  // namespace
 
-bool IsTerminal(v1::MigrationPhase phase) {
-  return phase == v1::MIGRATION_PHASE_SUCCEEDED ||
-         phase == v1::MIGRATION_PHASE_FAILED ||
-         phase == v1::MIGRATION_PHASE_CANCELLED;
-}
+bool IsTerminal(v1::MigrationPhase phase) { return v1::IsTerminalPhase(phase); }
 
 bool IsInFlight(v1::MigrationPhase phase) {
   return phase != v1::MIGRATION_PHASE_UNSPECIFIED &&

@@ -1,3 +1,4 @@
+#include "proto/phases.h"
 #include "agent/migration/source/outgoing.h"
 
 #include "agent/migration/destination/malloc_tuning.h"
@@ -46,11 +47,6 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                       absl::StrCat(what, ": ", s.error_message()));
-}
-
-bool Terminal(v1::MigrationPhase p) {
-  return p == v1::MIGRATION_PHASE_SUCCEEDED || p == v1::MIGRATION_PHASE_FAILED ||
-         p == v1::MIGRATION_PHASE_CANCELLED;
 }
 
 }  // namespace
@@ -220,7 +216,7 @@ v1::MigrationProgress OutgoingMigration::SampleLocked() const {
       counters_.round_pages_sent.load() - round_start_pages_;
   const uint64_t left =
       round_dirty_pages_ > round_sent ? round_dirty_pages_ - round_sent : 0;
-  p.set_remaining_bytes(Terminal(phase_) ? 0 : left * mmu::kPageSize);
+  p.set_remaining_bytes(v1::IsTerminalPhase(phase_) ? 0 : left * mmu::kPageSize);
   p.set_dirty_rate_pages_per_s(static_cast<uint64_t>(dirty_pages_per_s_));
   p.set_dirty_rate_bytes_per_s(
       static_cast<uint64_t>(dirty_pages_per_s_ * mmu::kPageSize));
