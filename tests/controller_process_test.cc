@@ -272,8 +272,9 @@ class ControllerProcessTest : public ::testing::Test {
     return last;
   }
 
-  // Hosts whose agent holds a RUNNING copy of `vm` (asks every live agent).
-  std::vector<std::string> RunningCopies(const std::string& vm) {
+  // Hosts whose agent holds a copy of `vm` (asks every live agent): any
+  // copy (running, paused, armed), or only RUNNING ones.
+  std::vector<std::string> Copies(const std::string& vm, bool running_only) {
     std::vector<std::string> out;
     for (auto& a : agents_) {
       if (a->Poll()) continue;
@@ -281,25 +282,14 @@ class ControllerProcessTest : public ::testing::Test {
       req.set_name(vm);
       v1::Vm v;
       if (a->stub().GetVm(Ctx().get(), req, &v).ok() &&
-          v.status().phase() == v1::VM_PHASE_RUNNING) {
+          (!running_only || v.status().phase() == v1::VM_PHASE_RUNNING)) {
         out.push_back(a->name());
       }
     }
     return out;
   }
-
-  // Hosts whose agent holds any copy of `vm` (running, paused, armed).
-  std::vector<std::string> AllCopies(const std::string& vm) {
-    std::vector<std::string> out;
-    for (auto& a : agents_) {
-      if (a->Poll()) continue;
-      v1::AgentGetVmRequest req;
-      req.set_name(vm);
-      v1::Vm v;
-      if (a->stub().GetVm(Ctx().get(), req, &v).ok()) out.push_back(a->name());
-    }
-    return out;
-  }
+  std::vector<std::string> RunningCopies(const std::string& vm) { return Copies(vm, true); }
+  std::vector<std::string> AllCopies(const std::string& vm) { return Copies(vm, false); }
 
   void InterruptMidMigrationAndRestart(bool sigkill);
   void KillAtPhaseAndRestart(const std::string& phase);
