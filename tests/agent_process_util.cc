@@ -43,6 +43,30 @@ void SetArgv0(const char* argv0) { Argv0() = argv0 ? argv0 : ""; }
 
 std::string AgentBinary() { return RunfilePath("agent/ferry-agent"); }
 
+absl::StatusOr<pid_t> SpawnLogged(const std::vector<std::string>& args,
+                                  const std::string& stdout_path,
+                                  const std::string& stderr_path) {
+  if (args.empty()) return absl::InvalidArgumentError("SpawnLogged: no program");
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, stdout_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat("posix_spawn ", args[0], ": ", strerror(rc)));
+  }
+  return pid;
+}
+
 std::string RunfilePath(const std::string& rel) {
   const char* workspace = std::getenv("TEST_WORKSPACE");
   const std::string ws = workspace ? workspace : "ferry";
@@ -118,20 +142,11 @@ Agent::Agent(AgentConfig config) : config_(std::move(config)) {
       "--backend=auto", "--memory_capacity=512MiB", "--vcpu_capacity=4",
       "--stats_interval=250ms"};
   args.insert(args.end(), config_.extra.begin(), config_.extra.end());
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, stdout_.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, 2, stderr_.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  const int rc =
-      posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    spawn_error_ = absl::StrCat("posix_spawn ", argv[0], ": ", strerror(rc));
+  absl::StatusOr<pid_t> pid = SpawnLogged(args, stdout_, stderr_);
+  if (pid.ok()) {
+    pid_ = *pid;
+  } else {
+    spawn_error_ = std::string(pid.status().message());
     pid_ = -1;
   }
 }

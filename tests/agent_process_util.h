@@ -14,6 +14,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "proto/agent.grpc.pb.h"
 
@@ -30,6 +31,12 @@ std::string AgentBinary();
 // "controller/ferry-controller").
 std::string RunfilePath(const std::string& rel);
 void SetArgv0(const char* argv0);
+
+// Starts `args` (args[0] a path) with stdin from /dev/null and stdout/stderr
+// written to the two files. Returns the pid, or an error naming args[0].
+absl::StatusOr<pid_t> SpawnLogged(const std::vector<std::string>& args,
+                                  const std::string& stdout_path,
+                                  const std::string& stderr_path);
 
 // $TEST_TMPDIR, else /tmp.
 std::string TmpDir();

@@ -46,14 +46,6 @@ using agent_test::TmpDir;
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 
-std::string ControllerBinary() {
-  const char* workspace = std::getenv("TEST_WORKSPACE");
-  const std::string ws = workspace ? workspace : "ferry";
-  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {
-    return absl::StrCat(srcdir, "/", ws, "/controller/ferry-controller");
-  }
-  return "controller/ferry-controller";
-}
 
 // One ferry-controller process on port 0 with its own data dir.
 class Controller {
@@ -72,26 +64,16 @@ class Controller {
     stdout_ = absl::StrCat(TmpDir(), "/controller-", tag, ".out");
     stderr_ = absl::StrCat(TmpDir(), "/controller-", tag, ".err");
     unlink(port_file_.c_str());
-    std::vector<std::string> args = {ControllerBinary(), "--listen=" + listen,
+    std::vector<std::string> args = {agent_test::RunfilePath("controller/ferry-controller"),
+                                     "--listen=" + listen,
                                      "--port_file=" + port_file_,
                                      "--data_dir=" + data_dir_,
                                      "--heartbeat_interval=250ms",
                                      "--rest_listen=127.0.0.1:0",
                                      "--rest_port_file=" + rest_port_file_};
     args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, stdout_.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, stderr_.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) {
-      pid_ = -1;
-    }
-    posix_spawn_file_actions_destroy(&actions);
+    absl::StatusOr<pid_t> pid = agent_test::SpawnLogged(args, stdout_, stderr_);
+    pid_ = pid.ok() ? *pid : -1;
   }
   ~Controller() {
     if (pid_ > 0) Kill();
@@ -894,7 +876,7 @@ TEST_F(ControllerProcessTest, UnhealthyAgentGoesNotReadyAndGetsNothing) {
 }
 
 int RunController(std::vector<std::string> args) {
-  args.insert(args.begin(), ControllerBinary());
+  args.insert(args.begin(), agent_test::RunfilePath("controller/ferry-controller"));
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

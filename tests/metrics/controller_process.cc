@@ -28,24 +28,6 @@ using agent_test::TmpDir;
 namespace {
 
 // Spawns argv with stdout/stderr to files; -1 when the spawn failed.
-pid_t Spawn(const std::vector<std::string>& args, const std::string& out,
-            const std::string& err) {
-  std::vector<std::string> copy = args;
-  std::vector<char*> argv;
-  for (std::string& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
-}
 
 }  // namespace
 
@@ -69,7 +51,8 @@ ControllerProcess::ControllerProcess(const std::string& data_dir, const std::str
                                    "--data_dir=" + data_dir_,
                                    "--metrics_listen=127.0.0.1:0"};
   args.insert(args.end(), extra.begin(), extra.end());
-  pid_ = Spawn(args, stdout_, stderr_);
+  absl::StatusOr<pid_t> pid = agent_test::SpawnLogged(args, stdout_, stderr_);
+  pid_ = pid.ok() ? *pid : -1;
 }
 
 ControllerProcess::~ControllerProcess() {
@@ -131,7 +114,8 @@ CommandResult RunCommand(const std::vector<std::string>& argv) {
   const std::string out = absl::StrCat(TmpDir(), "/cmd-", getpid(), "-", n, ".out");
   const std::string err = absl::StrCat(TmpDir(), "/cmd-", getpid(), "-", n, ".err");
   CommandResult r;
-  pid_t pid = Spawn(argv, out, err);
+  absl::StatusOr<pid_t> spawned = agent_test::SpawnLogged(argv, out, err);
+  const pid_t pid = spawned.ok() ? *spawned : -1;
   if (pid <= 0) {
     r.err = absl::StrCat("cannot spawn ", argv[0]);
     return r;
